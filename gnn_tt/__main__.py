@@ -1,0 +1,5 @@
+import sys
+
+from gnn_tt.cli import main
+
+sys.exit(main())

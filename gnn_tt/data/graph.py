@@ -1,0 +1,113 @@
+"""Compressed sparse row (CSR) graph: the one graph container the sampler, the partitioner
+and the trainer share."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+# Node ids up to this bound fit the int32 column array (half the memory of int64).
+_INT32_MAX = 2**31 - 1
+
+
+def _check_edge_index(edge_index: torch.Tensor, num_nodes: int | None, name: str) -> int:
+    if not isinstance(edge_index, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(edge_index).__name__}")
+    if edge_index.dim() != 2 or edge_index.size(0) != 2:
+        raise ValueError(f"{name} must have shape [2, E], got {list(edge_index.shape)}")
+    if edge_index.dtype.is_floating_point or edge_index.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer node ids, got dtype {edge_index.dtype}")
+    if edge_index.numel():
+        lo, hi = int(edge_index.min()), int(edge_index.max())
+        if lo < 0:
+            raise ValueError(f"{name} holds a negative node id ({lo})")
+        if num_nodes is None:
+            num_nodes = hi + 1
+        elif hi >= num_nodes:
+            raise ValueError(f"{name} holds node id {hi}, outside [0, num_nodes={num_nodes})")
+    elif num_nodes is None:
+        num_nodes = 0
+    if num_nodes < 0:
+        raise ValueError(f"num_nodes must be >= 0, got {num_nodes}")
+    return int(num_nodes)
+
+
+@dataclass
+class CSRGraph:
+    r"""A graph in CSR form: the neighbours of node ``v`` are ``col[rowptr[v]:rowptr[v+1]]``,
+    sorted ascending, without duplicates.
+
+    Args:
+        rowptr (torch.Tensor): int64 offsets, shape ``[num_nodes + 1]``.
+        col (torch.Tensor): neighbour ids, int32 when ``num_nodes`` fits, else int64,
+            shape ``[num_edges]`` (directed edges: an undirected edge counts twice).
+        num_nodes (int): number of nodes.
+    """
+
+    rowptr: torch.Tensor
+    col: torch.Tensor
+    num_nodes: int
+
+    @classmethod
+    def from_edge_index(cls, edge_index: torch.Tensor, num_nodes: int | None = None,
+                        symmetrize: bool = True, remove_self_loops: bool = True) -> "CSRGraph":
+        r"""Build from a COO ``edge_index`` (row 0 = source, row 1 = destination).
+
+        Args:
+            edge_index (torch.Tensor): integer node ids, shape ``[2, E]``.
+            num_nodes (int, optional): defaults to ``max id + 1``.
+            symmetrize (bool): add the reverse of every edge (default: ``True``).
+            remove_self_loops (bool): drop ``v -> v`` edges (default: ``True``).
+        """
+        num_nodes = _check_edge_index(edge_index, num_nodes, "edge_index")
+        src, dst = edge_index[0].long(), edge_index[1].long()
+        if symmetrize:
+            src, dst = torch.cat([src, dst]), torch.cat([dst, src])
+        if remove_self_loops:
+            keep = src != dst
+            src, dst = src[keep], dst[keep]
+        # One int64 key per edge: sort + unique gives CSR order and drops duplicates at once.
+        key = torch.unique(src * max(num_nodes, 1) + dst)  # sorted
+        src, dst = key // max(num_nodes, 1), key % max(num_nodes, 1)
+        del key
+        counts = torch.bincount(src, minlength=num_nodes)
+        rowptr = torch.zeros(num_nodes + 1, dtype=torch.long)
+        torch.cumsum(counts, 0, out=rowptr[1:])
+        col_dtype = torch.int32 if num_nodes <= _INT32_MAX else torch.long
+        return cls(rowptr=rowptr, col=dst.to(col_dtype), num_nodes=num_nodes)
+
+    @property
+    def num_edges(self) -> int:
+        """Number of directed edges stored."""
+        return int(self.col.numel())
+
+    @property
+    def device(self) -> torch.device:
+        return self.col.device
+
+    def degree(self) -> torch.Tensor:
+        """Out-degree of every node, int64 ``[num_nodes]``."""
+        return self.rowptr[1:] - self.rowptr[:-1]
+
+    def edge_index(self) -> torch.Tensor:
+        """COO form, int64 ``[2, num_edges]``, sorted by source."""
+        src = torch.repeat_interleave(torch.arange(self.num_nodes, device=self.device),
+                                      self.degree())
+        return torch.stack([src, self.col.long()])
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "CSRGraph":
+        return CSRGraph(self.rowptr.to(device, non_blocking=non_blocking),
+                        self.col.to(device, non_blocking=non_blocking), self.num_nodes)
+
+    def pin_memory(self) -> "CSRGraph":
+        """Page-locked copy for fast asynchronous host-to-GPU transfer."""
+        return CSRGraph(self.rowptr.pin_memory(), self.col.pin_memory(), self.num_nodes)
+
+    def memory_bytes(self) -> int:
+        """Bytes held by ``rowptr`` and ``col``."""
+        return sum(t.numel() * t.element_size() for t in (self.rowptr, self.col))
+
+    def __repr__(self) -> str:
+        return (f"CSRGraph(num_nodes={self.num_nodes}, num_edges={self.num_edges}, "
+                f"col={str(self.col.dtype).replace('torch.', '')}, device={self.device}, "
+                f"memory={self.memory_bytes() / 2**20:.1f} MiB)")
