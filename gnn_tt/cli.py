@@ -15,7 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("gnn_tt.sweep", "grid of TT ranks x partition counts, cached and resumable"),
     "report": ("gnn_tt.report", "tables and plots from finished runs and sweeps"),
     "partition": ("partition.cli", "compute and cache a partition-aware row assignment"),
-    "bench": ("gnn_tt.bench", "benchmarks: embedding | sampler | partition | train"),
+    "bench": ("gnn_tt.bench", "benchmarks: embedding | kernels | sampler | partition | train"),
 }
 
 
