@@ -39,7 +39,7 @@ DEFAULT_DATASET = "synthetic:nodes=20000,degree=12,classes=16,seed=0"
 # Fields that do not change what is trained: a checkpoint written under other values of these
 # can be resumed (a different device, more runs, another output directory ...).
 RUNTIME_FIELDS = frozenset({"root", "output", "resume", "device", "num_threads", "runs",
-                            "cache_dir", "eval_every", "layerwise_inference", "eval_batch_size"})
+                            "cache_dir", "eval_batch_size"})
 
 
 def _help(text: str) -> dict[str, str]:
