@@ -1,0 +1,434 @@
+r"""Fused Triton kernels for the TT-matrix embedding lookup (d = 3) and its core gradients.
+
+Row ``i`` of the table has digits ``(i1, i2, i3)`` with ``i = (i1*p2 + i2)*p3 + i3`` and, seen as
+a ``(q1, q2, q3)`` tensor, ``W[i, (j1, j2, j3)] = G1[0, i1, j1, :] . G2[:, i2, j2, :] .
+G3[:, i3, j3, 0]`` (DESIGN.md section 1). A batch of ``B`` ids is computed in two launches:
+
+1. ``_tt_prefix_kernel``: one program per unique prefix ``u = (i1, i2)`` forms
+   ``T12[u] = G1[i1] x G2[i2]``, a ``(q1*q2, R2)`` matrix, once for all rows sharing it.
+2. ``_tt_rows_kernel``: a block of rows per program, ``out[b] = T12[inv[b]] x G3[i3[b]]``
+   accumulated in fp32 (fp64 for fp64 cores) and written in the output dtype.
+
+The backward never holds a per-row ``R x R`` tensor; every core gradient is a segmented
+reduction over rows (or unique prefixes) sorted by the slice they update:
+
+- ``_tt_grad_t12_kernel``: ``dT12[u] = sum_{b: inv[b]=u} dout[b] G3[i3[b]]^T`` (rows by prefix),
+- ``_tt_grad_core3_kernel``: ``dG3[i3] = sum_{b: i3[b]=i3} T12[inv[b]]^T dout[b]`` (rows by i3),
+- ``_tt_grad_core2_kernel`` / ``_tt_grad_core1_kernel``: ``dG2[i2]``, ``dG1[i1]`` from ``dT12``
+  (unique prefixes by i2 / by i1).
+
+With ``deterministic=True`` each gradient slice is written by exactly one program that adds its
+rows in a fixed order, so results are bitwise reproducible. ``deterministic=False`` splits long
+segments into chunks of ``_ATOMIC_CHUNK`` rows combined with ``tl.atomic_add``: better load
+balance for skewed ids, but the order of float additions (so the last bits) varies run to run.
+
+Products use broadcast-multiply-sum instead of ``tl.dot`` so that any q factor and any rank
+(1 included, where ``tl.dot``'s minimum of 16 does not hold) compiles on a GPU and runs under
+the interpreter; non-power-of-2 sizes are padded to the next power of 2 and masked.
+
+Triton kernels run on CUDA tensors; CPU tensors need ``TRITON_INTERPRET=1`` set before this
+module is imported (the interpreter is chosen when the kernels are decorated).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Sequence
+
+import torch
+import triton
+import triton.language as tl
+from triton import knobs
+from triton.runtime.interpreter import InterpretedFunction
+from torch import Tensor
+
+_SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float64)
+# Rows per program of the forward row kernel (times a D block of at most _MAX_BLOCK_D columns).
+_BLOCK_ROWS = 32
+_MAX_BLOCK_D = 128
+# Rows loaded per step by the segmented backward kernels.
+_BLOCK_SEG = 16
+# Segment length handled by one program in the atomic (non-deterministic) backward.
+_ATOMIC_CHUNK = 256
+_warned_fallback: set[int] = set()
+
+
+@triton.jit
+def _tt_prefix_kernel(
+    g1_ptr, g2_ptr, i1_ptr, i2_ptr, t12_ptr,
+    P2, Q1, Q2, R1, R2,
+    ACC_DTYPE: tl.constexpr, BLOCK_Q12: tl.constexpr, BLOCK_R2: tl.constexpr,
+):
+    # One unique prefix u per program: T12[u] (q1*q2, R2) = sum_r G1[0, i1, j1, r] G2[r, i2, j2, :].
+    u = tl.program_id(0).to(tl.int64)
+    i1 = tl.load(i1_ptr + u)
+    i2 = tl.load(i2_ptr + u)
+    m = tl.arange(0, BLOCK_Q12)  # m = j1*q2 + j2
+    s = tl.arange(0, BLOCK_R2)
+    mask_m = m < Q1 * Q2
+    mask = mask_m[:, None] & (s < R2)[None, :]
+    j1 = m // Q2
+    j2 = m % Q2
+    acc = tl.zeros((BLOCK_Q12, BLOCK_R2), dtype=ACC_DTYPE)
+    for r in range(R1):
+        a = tl.load(g1_ptr + (i1 * Q1 + j1) * R1 + r, mask=mask_m, other=0.0).to(ACC_DTYPE)
+        b_off = ((r * P2 + i2) * Q2 + j2)[:, None] * R2 + s[None, :]
+        b = tl.load(g2_ptr + b_off, mask=mask, other=0.0).to(ACC_DTYPE)
+        acc += a[:, None] * b
+    tl.store(t12_ptr + (u * (Q1 * Q2) + m[:, None]) * R2 + s[None, :], acc, mask=mask)
+
+
+@triton.jit
+def _tt_rows_kernel(
+    t12_ptr, g3_ptr, inv_ptr, i3_ptr, out_ptr,
+    B, P3, Q3, R2, D,
+    ACC_DTYPE: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    # A (BLOCK_B rows) x (BLOCK_D columns) tile of out; column c = j12*q3 + j3.
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
+    c = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    mask_b = rows < B
+    mask = mask_b[:, None] & (c < D)[None, :]
+    inv = tl.load(inv_ptr + rows, mask=mask_b, other=0)
+    i3 = tl.load(i3_ptr + rows, mask=mask_b, other=0)
+    # T12[u, j12, s] sits at (u*q12 + j12)*R2 + s; G3[s, i3, j3, 0] at (s*p3 + i3)*q3 + j3.
+    t_off = (inv[:, None] * (D // Q3) + (c // Q3)[None, :]) * R2
+    g_off = i3[:, None] * Q3 + (c % Q3)[None, :]
+    acc = tl.zeros((BLOCK_B, BLOCK_D), dtype=ACC_DTYPE)
+    for s in range(R2):
+        t = tl.load(t12_ptr + t_off + s, mask=mask, other=0.0)
+        g = tl.load(g3_ptr + s * P3 * Q3 + g_off, mask=mask, other=0.0).to(ACC_DTYPE)
+        acc += t * g
+    out = acc.to(out_ptr.dtype.element_ty)
+    tl.store(out_ptr + rows[:, None] * D + c[None, :], out, mask=mask)
+
+
+@triton.jit
+def _tt_grad_t12_kernel(
+    dout_ptr, g3_ptr, i3_ptr, order_ptr, seg_start_ptr, seg_end_ptr, seg_key_ptr, dt12_ptr,
+    P3, Q12, Q3, R2, D,
+    ACC_DTYPE: tl.constexpr, ATOMIC: tl.constexpr, BLOCK_B: tl.constexpr,
+    BLOCK_Q12: tl.constexpr, BLOCK_R2: tl.constexpr,
+):
+    # dT12[u] (q12, R2) = sum over the rows b of one segment (all with prefix u) of
+    # dout[b] viewed (q12, q3) times G3[:, i3[b], :, 0]^T (q3, R2).
+    pid = tl.program_id(0)
+    start = tl.load(seg_start_ptr + pid)
+    end = tl.load(seg_end_ptr + pid)
+    u = tl.load(seg_key_ptr + pid)
+    m = tl.arange(0, BLOCK_Q12)
+    s = tl.arange(0, BLOCK_R2)
+    mask_m = m < Q12
+    mask_s = s < R2
+    acc = tl.zeros((BLOCK_Q12, BLOCK_R2), dtype=ACC_DTYPE)
+    for off in range(start, end, BLOCK_B):
+        idx = off + tl.arange(0, BLOCK_B)
+        mask_b = idx < end
+        rows = tl.load(order_ptr + idx, mask=mask_b, other=0)
+        i3 = tl.load(i3_ptr + rows, mask=mask_b, other=0)
+        for j3 in range(Q3):
+            d = tl.load(dout_ptr + rows[:, None] * D + m[None, :] * Q3 + j3,
+                        mask=mask_b[:, None] & mask_m[None, :], other=0.0).to(ACC_DTYPE)
+            g = tl.load(g3_ptr + (s[None, :] * P3 + i3[:, None]) * Q3 + j3,
+                        mask=mask_b[:, None] & mask_s[None, :], other=0.0).to(ACC_DTYPE)
+            acc += tl.sum(d[:, :, None] * g[:, None, :], axis=0)  # (BLOCK_B, q12, R2) -> (q12, R2)
+    ptrs = dt12_ptr + (u * Q12 + m[:, None]) * R2 + s[None, :]
+    mask = mask_m[:, None] & mask_s[None, :]
+    if ATOMIC:  # several chunks of one segment meet here; float addition order is not fixed
+        tl.atomic_add(ptrs, acc, mask=mask)
+    else:
+        tl.store(ptrs, acc, mask=mask)
+
+
+@triton.jit
+def _tt_grad_core3_kernel(
+    dout_ptr, t12_ptr, inv_ptr, order_ptr, seg_start_ptr, seg_end_ptr, seg_key_ptr, dg3_ptr,
+    P3, Q12, Q3, R2, D,
+    ACC_DTYPE: tl.constexpr, ATOMIC: tl.constexpr, BLOCK_B: tl.constexpr,
+    BLOCK_R2: tl.constexpr, BLOCK_Q3: tl.constexpr,
+):
+    # dG3[:, i3, :, 0] (R2, q3) = sum over the rows b of one segment (all with digit i3) of
+    # T12[inv[b]]^T (R2, q12) times dout[b] viewed (q12, q3).
+    pid = tl.program_id(0)
+    start = tl.load(seg_start_ptr + pid)
+    end = tl.load(seg_end_ptr + pid)
+    i3 = tl.load(seg_key_ptr + pid)
+    s = tl.arange(0, BLOCK_R2)
+    j3 = tl.arange(0, BLOCK_Q3)
+    mask_s = s < R2
+    mask_j = j3 < Q3
+    acc = tl.zeros((BLOCK_R2, BLOCK_Q3), dtype=ACC_DTYPE)
+    for off in range(start, end, BLOCK_B):
+        idx = off + tl.arange(0, BLOCK_B)
+        mask_b = idx < end
+        rows = tl.load(order_ptr + idx, mask=mask_b, other=0)
+        inv = tl.load(inv_ptr + rows, mask=mask_b, other=0)
+        for j12 in range(Q12):
+            t = tl.load(t12_ptr + (inv[:, None] * Q12 + j12) * R2 + s[None, :],
+                        mask=mask_b[:, None] & mask_s[None, :], other=0.0)
+            d = tl.load(dout_ptr + rows[:, None] * D + j12 * Q3 + j3[None, :],
+                        mask=mask_b[:, None] & mask_j[None, :], other=0.0).to(ACC_DTYPE)
+            acc += tl.sum(t[:, :, None] * d[:, None, :], axis=0)  # (BLOCK_B, R2, q3) -> (R2, q3)
+    ptrs = dg3_ptr + (s[:, None] * P3 + i3) * Q3 + j3[None, :]
+    mask = mask_s[:, None] & mask_j[None, :]
+    if ATOMIC:  # several chunks of one segment meet here; float addition order is not fixed
+        tl.atomic_add(ptrs, acc, mask=mask)
+    else:
+        tl.store(ptrs, acc, mask=mask)
+
+
+@triton.jit
+def _tt_grad_core2_kernel(
+    dt12_ptr, g1_ptr, uniq_i1_ptr, order_ptr, seg_start_ptr, seg_end_ptr, seg_key_ptr, dg2_ptr,
+    P2, Q1, Q2, R1, R2,
+    ACC_DTYPE: tl.constexpr, BLOCK_R1: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    # dG2[:, i2, :, :] viewed (R1, q2*R2) = sum over unique prefixes u with digit i2 and over j1
+    # of G1[0, i1(u), j1, :]^T (R1, 1) times dT12[u, j1*q2:(j1+1)*q2, :] viewed (1, q2*R2).
+    pid = tl.program_id(0)
+    start = tl.load(seg_start_ptr + pid)
+    end = tl.load(seg_end_ptr + pid)
+    i2 = tl.load(seg_key_ptr + pid)
+    r = tl.arange(0, BLOCK_R1)
+    c = tl.arange(0, BLOCK_C)  # c = j2*R2 + s
+    mask_r = r < R1
+    mask_c = c < Q2 * R2
+    acc = tl.zeros((BLOCK_R1, BLOCK_C), dtype=ACC_DTYPE)
+    for k in range(start, end):
+        u = tl.load(order_ptr + k)
+        i1 = tl.load(uniq_i1_ptr + u)
+        for j1 in range(Q1):
+            a = tl.load(g1_ptr + (i1 * Q1 + j1) * R1 + r, mask=mask_r, other=0.0).to(ACC_DTYPE)
+            # dT12[u, j1*q2 + j2, s] = dT12 flat at (u*q1 + j1)*q2*R2 + c.
+            dt = tl.load(dt12_ptr + (u * Q1 + j1) * (Q2 * R2) + c, mask=mask_c, other=0.0)
+            acc += a[:, None] * dt[None, :]
+    ptrs = dg2_ptr + (r[:, None] * P2 + i2) * (Q2 * R2) + c[None, :]
+    tl.store(ptrs, acc, mask=mask_r[:, None] & mask_c[None, :])
+
+
+@triton.jit
+def _tt_grad_core1_kernel(
+    dt12_ptr, g2_ptr, uniq_i2_ptr, seg_start_ptr, seg_end_ptr, seg_key_ptr, dg1_ptr,
+    P2, Q1, Q2, R1, R2,
+    ACC_DTYPE: tl.constexpr, BLOCK_Q1: tl.constexpr, BLOCK_R1: tl.constexpr,
+    BLOCK_R2: tl.constexpr,
+):
+    # dG1[0, i1] (q1, R1) = sum over unique prefixes u with digit i1 and over j2 of
+    # dT12[u, j1*q2 + j2, :] (q1, R2) times G2[:, i2(u), j2, :]^T (R2, R1).
+    pid = tl.program_id(0)
+    start = tl.load(seg_start_ptr + pid)
+    end = tl.load(seg_end_ptr + pid)
+    i1 = tl.load(seg_key_ptr + pid)
+    j1 = tl.arange(0, BLOCK_Q1)
+    r = tl.arange(0, BLOCK_R1)
+    s = tl.arange(0, BLOCK_R2)
+    mask_j = j1 < Q1
+    mask_r = r < R1
+    mask_s = s < R2
+    acc = tl.zeros((BLOCK_Q1, BLOCK_R1), dtype=ACC_DTYPE)
+    for u in range(start, end):  # unique prefixes are sorted by (i1, i2): a segment is a range
+        i2 = tl.load(uniq_i2_ptr + u)
+        for j2 in range(Q2):
+            dt = tl.load(dt12_ptr + ((u * Q1 + j1[:, None]) * Q2 + j2) * R2 + s[None, :],
+                         mask=mask_j[:, None] & mask_s[None, :], other=0.0)
+            g = tl.load(g2_ptr + ((r[:, None] * P2 + i2) * Q2 + j2) * R2 + s[None, :],
+                        mask=mask_r[:, None] & mask_s[None, :], other=0.0).to(ACC_DTYPE)
+            acc += tl.sum(dt[:, None, :] * g[None, :, :], axis=2)  # (q1, R1, R2) -> (q1, R1)
+    ptrs = dg1_ptr + (i1 * Q1 + j1[:, None]) * R1 + r[None, :]
+    tl.store(ptrs, acc, mask=mask_j[:, None] & mask_r[None, :])
+
+
+def _pow2(n: int) -> int:
+    return triton.next_power_of_2(max(int(n), 1))
+
+
+def _acc_dtype(dtype: torch.dtype) -> tuple[torch.dtype, tl.dtype]:
+    """Accumulation dtype: fp32 for fp32/bf16 cores, fp64 for fp64 cores (gradcheck)."""
+    return (torch.float64, tl.float64) if dtype == torch.float64 else (torch.float32, tl.float32)
+
+
+def _segments(sorted_keys: Tensor, chunk: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Runs of equal values in ``sorted_keys`` as ``(start, end, key)`` int64 tensors, one entry
+    per program; with ``chunk``, runs longer than ``chunk`` are split into pieces of ``chunk``."""
+    keys, counts = torch.unique_consecutive(sorted_keys, return_counts=True)
+    ends = counts.cumsum(0)
+    starts = ends - counts
+    if chunk is None:
+        return starts, ends, keys
+    pieces = (counts + chunk - 1) // chunk  # [num_runs]
+    run = torch.repeat_interleave(torch.arange(keys.numel(), device=keys.device), pieces)
+    first_piece = pieces.cumsum(0) - pieces
+    piece_starts = starts[run] + (torch.arange(run.numel(), device=keys.device)
+                                  - first_piece[run]) * chunk
+    return piece_starts, torch.minimum(piece_starts + chunk, ends[run]), keys[run]
+
+
+class TTLookupTritonFunction(torch.autograd.Function):
+    """Autograd glue: forward by prefix reuse, backward by segmented reductions (d = 3)."""
+
+    @staticmethod
+    def forward(ctx, indices: Tensor, deterministic: bool, p_shapes: tuple[int, int, int],
+                q_shapes: tuple[int, int, int], g1: Tensor, g2: Tensor, g3: Tensor) -> Tensor:
+        (p1, p2, p3), (q1, q2, q3) = p_shapes, q_shapes
+        r1, r2 = g2.shape[0], g2.shape[3]
+        acc_torch, acc_tl = _acc_dtype(g1.dtype)
+        batch, dim = indices.numel(), q1 * q2 * q3
+        out = torch.empty(batch, dim, dtype=g1.dtype, device=g1.device)
+        i3 = indices % p3
+        prefix = indices // p3  # i1*p2 + i2
+        # Sorting by prefix gives the unique prefixes and, kept for backward, the row order of
+        # the segmented dT12 reduction.
+        sorted_prefix, perm = torch.sort(prefix, stable=True)
+        uniq, inv_sorted, counts = torch.unique_consecutive(
+            sorted_prefix, return_inverse=True, return_counts=True)
+        inv = torch.empty_like(inv_sorted)
+        inv[perm] = inv_sorted  # inv[b]: unique-prefix index of row b
+        uniq_i1, uniq_i2 = uniq // p2, uniq % p2
+        t12 = torch.empty(uniq.numel(), q1 * q2, r2, dtype=acc_torch, device=g1.device)
+        if batch:
+            _tt_prefix_kernel[(uniq.numel(),)](
+                g1, g2, uniq_i1, uniq_i2, t12, p2, q1, q2, r1, r2,
+                ACC_DTYPE=acc_tl, BLOCK_Q12=_pow2(q1 * q2), BLOCK_R2=_pow2(r2))
+            block_d = min(_pow2(dim), _MAX_BLOCK_D)
+            grid = (triton.cdiv(batch, _BLOCK_ROWS), triton.cdiv(dim, block_d))
+            _tt_rows_kernel[grid](
+                t12, g3, inv, i3, out, batch, p3, q3, r2, dim,
+                ACC_DTYPE=acc_tl, BLOCK_B=_BLOCK_ROWS, BLOCK_D=block_d)
+        ctx.save_for_backward(g1, g2, g3, t12, perm, inv, i3, uniq_i1, uniq_i2, counts)
+        ctx.deterministic = deterministic
+        ctx.p_shapes, ctx.q_shapes = p_shapes, q_shapes
+        return out
+
+    @staticmethod
+    def backward(ctx, dout: Tensor):
+        g1, g2, g3, t12, perm, inv, i3, uniq_i1, uniq_i2, counts = ctx.saved_tensors
+        (p1, p2, p3), (q1, q2, q3) = ctx.p_shapes, ctx.q_shapes
+        r1, r2 = g2.shape[0], g2.shape[3]
+        acc_torch, acc_tl = _acc_dtype(g1.dtype)
+        dout = dout.contiguous()
+        batch, dim, q12 = inv.numel(), q1 * q2 * q3, q1 * q2
+        chunk = None if ctx.deterministic else _ATOMIC_CHUNK
+        atomic = not ctx.deterministic
+        # Gradients accumulate in acc dtype; slices no row touches stay zero.
+        dg1 = torch.zeros(g1.shape, dtype=acc_torch, device=g1.device)
+        dg2 = torch.zeros(g2.shape, dtype=acc_torch, device=g2.device)
+        dg3 = torch.zeros(g3.shape, dtype=acc_torch, device=g3.device)
+        if batch:
+            # dT12 per unique prefix: rows in prefix order (perm), one run per unique prefix.
+            starts, ends, keys = _segments(inv[perm], chunk)
+            dt12 = torch.zeros_like(t12)  # (U, q12, R2)
+            _tt_grad_t12_kernel[(keys.numel(),)](
+                dout, g3, i3, perm, starts, ends, keys, dt12, p3, q12, q3, r2, dim,
+                ACC_DTYPE=acc_tl, ATOMIC=atomic, BLOCK_B=_BLOCK_SEG,
+                BLOCK_Q12=_pow2(q12), BLOCK_R2=_pow2(r2))
+            # dG3 per digit i3: rows sorted by i3.
+            sorted_i3, order3 = torch.sort(i3, stable=True)
+            starts, ends, keys = _segments(sorted_i3, chunk)
+            _tt_grad_core3_kernel[(keys.numel(),)](
+                dout, t12, inv, order3, starts, ends, keys, dg3, p3, q12, q3, r2, dim,
+                ACC_DTYPE=acc_tl, ATOMIC=atomic, BLOCK_B=_BLOCK_SEG,
+                BLOCK_R2=_pow2(r2), BLOCK_Q3=_pow2(q3))
+            # dG2 per digit i2: unique prefixes sorted by i2 (few, so always deterministic).
+            sorted_i2, order2 = torch.sort(uniq_i2, stable=True)
+            starts, ends, keys = _segments(sorted_i2)
+            _tt_grad_core2_kernel[(keys.numel(),)](
+                dt12, g1, uniq_i1, order2, starts, ends, keys, dg2, p2, q1, q2, r1, r2,
+                ACC_DTYPE=acc_tl, BLOCK_R1=_pow2(r1), BLOCK_C=_pow2(q2 * r2))
+            # dG1 per digit i1: unique prefixes are already sorted by i1.
+            starts, ends, keys = _segments(uniq_i1)
+            _tt_grad_core1_kernel[(keys.numel(),)](
+                dt12, g2, uniq_i2, starts, ends, keys, dg1, p2, q1, q2, r1, r2,
+                ACC_DTYPE=acc_tl, BLOCK_Q1=_pow2(q1), BLOCK_R1=_pow2(r1), BLOCK_R2=_pow2(r2))
+        grads = [g.to(core.dtype) for g, core in zip((dg1, dg2, dg3), (g1, g2, g3))]
+        return (None, None, None, None, *grads)
+
+
+def _check_inputs(indices: Tensor, cores: Sequence[Tensor], tt_p_shapes: Sequence[int],
+                  tt_q_shapes: Sequence[int]) -> None:
+    d = len(cores)
+    if d < 2:
+        raise ValueError(f"cores: need at least 2 TT cores, got {d}")
+    if len(tt_p_shapes) != d or len(tt_q_shapes) != d:
+        raise ValueError(f"tt_p_shapes={list(tt_p_shapes)} and tt_q_shapes={list(tt_q_shapes)} "
+                         f"must both have one entry per core ({d} cores)")
+    dtype, device = cores[0].dtype, cores[0].device
+    if dtype not in _SUPPORTED_DTYPES:
+        raise ValueError(f"cores: dtype {dtype} is not supported; use one of "
+                         f"{[str(t) for t in _SUPPORTED_DTYPES]}")
+    prev_rank = 1  # R_0
+    for k, (core, p, q) in enumerate(zip(cores, tt_p_shapes, tt_q_shapes)):
+        if core.dtype != dtype or core.device != device:
+            raise ValueError(f"cores[{k}]: dtype {core.dtype} on {core.device} differs from "
+                             f"cores[0] ({dtype} on {device})")
+        last = k == d - 1
+        if (core.dim() != 4 or tuple(core.shape[:3]) != (prev_rank, p, q)
+                or (last and core.shape[3] != 1)):
+            expected = (prev_rank, p, q, 1 if last else f"R_{k + 1}")
+            raise ValueError(f"cores[{k}]: shape {tuple(core.shape)} does not match "
+                             f"(R_{k}, p_{k + 1}, q_{k + 1}, R_{k + 1}) = {expected}")
+        prev_rank = core.shape[3]
+    if indices.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"indices: dtype {indices.dtype} is not an integer index type "
+                         "(use torch.int64 or torch.int32)")
+    if indices.dim() != 1:
+        raise ValueError(f"indices: expected a 1-D tensor, got shape {tuple(indices.shape)}")
+    if indices.device != device:
+        raise ValueError(f"indices: device {indices.device} differs from the cores' device "
+                         f"{device}")
+    num_rows = math.prod(tt_p_shapes)
+    if indices.numel():
+        lo, hi = int(indices.min()), int(indices.max())
+        if lo < 0 or hi >= num_rows:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"indices: id {bad} is out of range [0, {num_rows}) for "
+                             f"tt_p_shapes={list(tt_p_shapes)}")
+
+
+def tt_lookup_triton(indices: Tensor, cores: Sequence[Tensor], tt_p_shapes: Sequence[int],
+                     tt_q_shapes: Sequence[int], deterministic: bool = True) -> Tensor:
+    r"""Rows ``indices`` of the TT-matrix table given by ``cores``, by fused Triton kernels.
+
+    Differentiable w.r.t. the cores. Three cores run the Triton kernels; other core counts fall
+    back to :func:`kernels.tt_lookup_torch.tt_lookup_torch` with a one-time warning. All inputs
+    are checked before any launch, so a bad id raises instead of reading out of bounds.
+
+    Args:
+        indices (torch.Tensor): row ids, int64 or int32, in ``[0, prod(tt_p_shapes))``.
+        cores (Sequence[torch.Tensor]): core ``k`` shaped ``(R_{k-1}, p_k, q_k, R_k)`` with
+            ``R_0 = R_d = 1``; float32, bfloat16 or float64 (accumulation is fp32, fp64 for
+            float64), all on one device. The output has their dtype.
+        tt_p_shapes (Sequence[int]): row factors ``p``; row ``i = (i1*p2 + i2)*p3 + i3``.
+        tt_q_shapes (Sequence[int]): column factors ``q``; column ``j = (j1*q2 + j2)*q3 + j3``.
+        deterministic (bool, optional): if ``False``, the backward splits long segments over
+            several programs combined with atomic adds: faster on skewed ids but not bitwise
+            reproducible. (default: ``True``)
+
+    Shapes:
+        - **indices:** ``[B]``
+        - **output:** ``[B, D]`` with ``D = prod(tt_q_shapes)``
+
+    Raises:
+        ValueError: bad shapes, dtypes, devices or an id out of range.
+        RuntimeError: CPU tensors while Triton is not in interpreter mode.
+    """
+    _check_inputs(indices, cores, tt_p_shapes, tt_q_shapes)
+    if len(cores) != 3:
+        if len(cores) not in _warned_fallback:
+            _warned_fallback.add(len(cores))
+            warnings.warn(f"tt_lookup_triton: Triton kernels cover 3 cores, got {len(cores)}; "
+                          "using the torch path", stacklevel=2)
+        # Imported here: only the fallback needs the torch path.
+        from kernels.tt_lookup_torch import tt_lookup_torch
+        return tt_lookup_torch(indices.long(), cores, tt_p_shapes, tt_q_shapes)
+    if indices.device.type == "cpu":
+        if not knobs.runtime.interpret:
+            raise RuntimeError("tt_lookup_triton: CPU tensors need the Triton interpreter: set "
+                               "TRITON_INTERPRET=1 before importing kernels.tt_lookup_triton, "
+                               "move the cores to CUDA, or use backend='torch'")
+        if not isinstance(_tt_rows_kernel, InterpretedFunction):
+            raise RuntimeError("tt_lookup_triton: TRITON_INTERPRET=1 was set after "
+                               "kernels.tt_lookup_triton was imported; set it before the import")
+    g1, g2, g3 = (core.contiguous() for core in cores)
+    return TTLookupTritonFunction.apply(indices.contiguous().long(), bool(deterministic),
+                                        tuple(int(p) for p in tt_p_shapes),
+                                        tuple(int(q) for q in tt_q_shapes), g1, g2, g3)
