@@ -1,0 +1,333 @@
+r"""Tables and plots from finished runs and sweeps: ``gnn-tt report DIR...``.
+
+One implementation serves both ``gnn-tt sweep`` (which writes ``sweep.md`` / ``sweep.png`` /
+``sweep.csv`` after every cell) and ``gnn-tt report`` (which re-renders them from directories).
+Everything here works on *records*: one flat dict per trained configuration (a sweep cell or a
+``gnn-tt train`` output directory)::
+
+    {"name": "tt-r8-p16", "status": "ok" | "cached" | "failed", "error": None | str,
+     "dataset": ..., "model": ..., "emb": "tt" | "full" | "features", "tt_rank": 8,
+     "partition": "metis-flat", "parts": 16, "output": "cells/tt-r8-p16",
+     "test_acc": {"mean", "std", "runs"}, "val_acc": {...}, "embedding_parameters": ...,
+     "compression_ratio": ..., "epoch_seconds": ...}
+
+``parts`` is the partition-granularity axis of the reference table: ``0`` for the dataset's
+original order, ``num_parts`` (the METIS ``k``) for ``metis-flat``, and ``p1 = tt_p_shapes[0]``
+(the number of top-level parts) for ``hierarchical``; ``None`` for orders off that axis
+(``random``, ``rcm``).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from gnn_tt.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+STATUSES = ("ok", "cached", "failed")
+# Columns of sweep.csv / report.csv: one row per training run (seed) of every record.
+RUN_COLUMNS = ("name", "status", "dataset", "model", "emb", "tt_rank", "partition", "parts",
+               "run", "test_acc", "val_acc", "embedding_parameters", "compression_ratio",
+               "epoch_seconds", "output", "error")
+
+
+def parts_of(config: dict[str, Any]) -> int | None:
+    """Position of a training config on the partition-granularity axis (see module doc)."""
+    partition = config.get("partition")
+    if partition == "original":
+        return 0
+    if partition == "metis-flat":
+        return int(config["num_parts"])
+    if partition == "hierarchical":
+        return int(config["tt_p_shapes"][0])
+    return None
+
+
+def make_record(name: str, config: dict[str, Any], summary: dict[str, Any] | None,
+                status: str = "ok", error: str | None = None,
+                output: str | None = None) -> dict[str, Any]:
+    r"""Flatten one run's ``config.json`` and ``summary.json`` into a record.
+
+    Args:
+        name (str): label of the row (a sweep cell name or a run directory name).
+        config (dict): the training config (``TrainConfig.to_dict()``).
+        summary (dict, optional): the run's ``summary.json``; ``None`` for a failed cell.
+        status (str, optional): ``"ok"``, ``"cached"`` or ``"failed"``. (default: ``"ok"``)
+        error (str, optional): the error of a failed cell. (default: ``None``)
+        output (str, optional): the run's output directory. (default: ``None``)
+    """
+    if status not in STATUSES:
+        raise ValueError(f"make_record: status must be one of {STATUSES}, got {status!r}")
+    if status != "failed" and summary is None:
+        raise ValueError(f"make_record: record {name!r} has status {status!r} but no summary")
+    summary = summary or {}
+    emb = config.get("emb")
+    return {
+        "name": name, "status": status, "error": error,
+        "dataset": config.get("dataset"), "model": config.get("model"), "emb": emb,
+        # A full table or fixed features have no TT rank; keep the row key None for them.
+        "tt_rank": config.get("tt_rank") if emb == "tt" else None,
+        "partition": config.get("partition"), "parts": parts_of(config) if emb == "tt" else None,
+        "output": output,
+        "test_acc": summary.get("test_acc"), "val_acc": summary.get("val_acc"),
+        "embedding_parameters": summary.get("embedding_parameters"),
+        "compression_ratio": summary.get("compression_ratio"),
+        "epoch_seconds": summary.get("epoch_seconds"),
+    }
+
+
+def load_run_dir(path: str | Path) -> dict[str, Any]:
+    """Record of a finished ``gnn-tt train`` output directory (``config.json`` +
+    ``summary.json``)."""
+    path = Path(path)
+    for file in ("config.json", "summary.json"):
+        if not (path / file).is_file():
+            raise FileNotFoundError(f"run directory {str(path)!r} has no {file}")
+    config = json.loads((path / "config.json").read_text())
+    summary = json.loads((path / "summary.json").read_text())
+    return make_record(path.name, config, summary, output=str(path))
+
+
+def load_dir(path: str | Path) -> tuple[str, list[dict[str, Any]], bool]:
+    """Records of a sweep directory (``sweep.json``) or of one run directory.
+
+    Returns:
+        ``(title, records, is_sweep)``.
+    """
+    path = Path(path)
+    if (path / "sweep.json").is_file():
+        data = json.loads((path / "sweep.json").read_text())
+        return sweep_title(data), list(data["cells"]), True
+    if (path / "summary.json").is_file():
+        return path.name, [load_run_dir(path)], False
+    raise FileNotFoundError(
+        f"{str(path)!r} is neither a sweep directory (sweep.json) nor a run directory "
+        "(config.json + summary.json)")
+
+
+def sweep_title(data: dict[str, Any]) -> str:
+    """One-line title of a sweep from its ``sweep.json`` content."""
+    base, sweep = data["base"], data["sweep"]
+    return (f"{base.get('dataset')} / {base.get('model')} / {sweep['method']}: test accuracy "
+            f"by TT rank and parts ({base.get('runs')} runs, {base.get('epochs')} epochs)")
+
+
+def _mean_std(acc: dict[str, Any] | None) -> str:
+    if not acc:
+        return "-"
+    return f"{acc['mean']:.4f} ± {acc['std']:.4f}"
+
+
+def _ratio(x: float | None) -> str:
+    return "-" if x is None else f"{x:,.0f}x" if x >= 10 else f"{x:,.2f}x"
+
+
+def _column_key(record: dict[str, Any], methods: set[str]) -> str:
+    """Column label: the parts value, prefixed by the method when several are mixed."""
+    if record["parts"] == 0 or len(methods) <= 1:
+        return str(record["parts"])
+    return f"{record['partition']} {record['parts']}"
+
+
+def _markdown(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _grid(records: Sequence[dict[str, Any]]):
+    """The records on the rank x parts grid: (tt records, column keys in axis order, methods)."""
+    tt = [r for r in records if r["emb"] == "tt" and r["parts"] is not None]
+    methods = {r["partition"] for r in tt if r["parts"] != 0}
+    order = sorted({(r["parts"], _column_key(r, methods)) for r in tt},
+                   key=lambda pc: (pc[0], pc[1]))
+    return tt, [c for _, c in order], methods
+
+
+def sweep_table(records: Sequence[dict[str, Any]]) -> str:
+    r"""The reference table as markdown: rows = TT rank, columns = parts, cells = test
+    accuracy mean ± std (``failed`` for a failed cell), last column the parameter reduction
+    versus a full table (a range when it varies with parts, as for ``hierarchical`` whose
+    ``tt_p_shapes`` depend on ``p1``), then one row per full-table record.
+    """
+    tt, columns, methods = _grid(records)
+    full = [r for r in records if r["emb"] == "full"]
+    header = ["rank \\ parts", *columns, "reduction vs full"]
+    rows = []
+    for rank in sorted({r["tt_rank"] for r in tt}):
+        cells = {_column_key(r, methods): r for r in tt if r["tt_rank"] == rank}
+        ratios = [r["compression_ratio"] for r in cells.values() if r["compression_ratio"]]
+        lo, hi = (min(ratios), max(ratios)) if ratios else (None, None)
+        reduction = _ratio(lo) if lo is None or math.isclose(lo, hi, rel_tol=1e-3) \
+            else f"{_ratio(lo)} - {_ratio(hi)}"
+        row = ["failed" if c in cells and cells[c]["status"] == "failed"
+               else _mean_std(cells[c]["test_acc"]) if c in cells else "-" for c in columns]
+        rows.append([f"TT rank {rank}", *row, reduction])
+    for r in full:
+        # The full table does not depend on the row order: one value, under the first column.
+        value = "failed" if r["status"] == "failed" else _mean_std(r["test_acc"])
+        rows.append(["full table", value, *["-"] * (len(columns) - 1), "1x"])
+    return _markdown(header, rows)
+
+
+def leaderboard(records: Sequence[dict[str, Any]]) -> str:
+    """Leaderboard-style summary (OGB protocol): one row per record, best test mean first:
+    test and validation accuracy mean ± std, number of runs, embedding parameters and the
+    reduction versus a full table."""
+    ok = sorted((r for r in records if r["status"] != "failed"),
+                key=lambda r: -r["test_acc"]["mean"])
+    header = ["name", "dataset", "model", "embedding", "test acc", "val acc", "runs",
+              "parameters", "reduction"]
+    rows = []
+    for r in ok:
+        emb = r["emb"] if r["emb"] != "tt" else f"tt r{r['tt_rank']} {r['partition']}" + (
+            f" {r['parts']}" if r["parts"] else "")
+        params = r["embedding_parameters"]
+        rows.append([r["name"], str(r["dataset"]), str(r["model"]), emb,
+                     _mean_std(r["test_acc"]), _mean_std(r["val_acc"]),
+                     str(len(r["test_acc"]["runs"])),
+                     "-" if params is None else f"{params:,}", _ratio(r["compression_ratio"])])
+    return _markdown(header, rows)
+
+
+def failures(records: Sequence[dict[str, Any]]) -> str:
+    """Markdown bullet list of failed records and their errors ('' when none failed)."""
+    return "\n".join(f"- `{r['name']}`: {r['error']}" for r in records
+                     if r["status"] == "failed")
+
+
+def render_markdown(title: str, records: Sequence[dict[str, Any]]) -> str:
+    """Title, grid table (when any TT record lies on the parts axis), leaderboard, failures."""
+    parts = [f"## {title}", ""]
+    if _grid(records)[0]:
+        parts += [sweep_table(records), ""]
+    parts += ["Leaderboard (test and validation accuracy, mean ± std over runs):", "",
+              leaderboard(records), ""]
+    failed = failures(records)
+    if failed:
+        parts += ["Failed cells:", "", failed, ""]
+    return "\n".join(parts)
+
+
+def run_rows(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per training run (seed) of every record, a failed record giving one row with
+    its error: the rows of ``sweep.csv``."""
+    rows = []
+    for r in records:
+        base = {c: r.get(c) for c in RUN_COLUMNS if c in r}
+        if r["status"] == "failed":
+            rows.append({**base, "run": None, "test_acc": None, "val_acc": None})
+            continue
+        for i, (test, val) in enumerate(zip(r["test_acc"]["runs"], r["val_acc"]["runs"])):
+            rows.append({**base, "run": i, "test_acc": test, "val_acc": val})
+    return rows
+
+
+def write_csv(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
+    """Write ``rows`` (columns ``RUN_COLUMNS``) as CSV, atomically."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=RUN_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({c: ("" if row.get(c) is None else row.get(c)) for c in RUN_COLUMNS}
+                     for row in rows)
+    return atomic_write_text(path, buf.getvalue())
+
+
+def plot_sweep(records: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path:
+    r"""Accuracy versus parts: one line per TT rank with mean ± std error bars, the full table
+    as a horizontal line with its ± std band. Parts are placed at evenly spaced positions
+    (the axis 0, 4, 16, ..., 3200 spans orders of magnitude and starts at 0). Written
+    atomically (PNG, matplotlib's Agg backend)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tt, columns, methods = _grid(records)
+    pos = {c: i for i, c in enumerate(columns)}
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for rank in sorted({r["tt_rank"] for r in tt}):
+        done = sorted((r for r in tt if r["tt_rank"] == rank and r["status"] != "failed"),
+                      key=lambda r: pos[_column_key(r, methods)])
+        if done:
+            ax.errorbar([pos[_column_key(r, methods)] for r in done],
+                        [r["test_acc"]["mean"] for r in done],
+                        yerr=[r["test_acc"]["std"] for r in done],
+                        marker="o", capsize=3, label=f"TT rank {rank}")
+    for r in records:
+        if r["emb"] == "full" and r["status"] != "failed":
+            mean, std = r["test_acc"]["mean"], r["test_acc"]["std"]
+            ax.axhline(mean, color="black", linestyle="--", label="full table")
+            ax.axhspan(mean - std, mean + std, color="black", alpha=0.08)
+    ax.set_xticks(range(len(columns)), columns)
+    ax.set_xlabel("parts (0 = original order)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def write_outputs(output: str | Path, stem: str, title: str,
+                  records: Sequence[dict[str, Any]], extra: dict[str, Any]) -> None:
+    """Write ``{stem}.json`` (``extra`` + records + every run), ``{stem}.csv``, ``{stem}.md``
+    and ``{stem}.png`` into ``output``."""
+    output = Path(output)
+    rows = run_rows(records)
+    atomic_write_json(output / f"{stem}.json", {**extra, "cells": list(records), "runs": rows})
+    write_csv(output / f"{stem}.csv", rows)
+    atomic_write_text(output / f"{stem}.md", render_markdown(title, records))
+    plot_sweep(records, output / f"{stem}.png", title)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gnn-tt report",
+        description="Render the rank x parts table, the accuracy plot and a leaderboard from "
+                    "finished sweep directories (sweep.json) and run directories "
+                    "(config.json + summary.json).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("dirs", nargs="+", metavar="DIR", help="sweep or run directories")
+    parser.add_argument("--output", default="report",
+                        help="directory for report.md/.json/.csv and one PNG per table")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    output = Path(args.output)
+    sections, everything, loose = [], [], []
+    for i, d in enumerate(args.dirs):
+        title, records, is_sweep = load_dir(d)
+        everything += records
+        if is_sweep:
+            sections.append(render_markdown(title, records))
+            if _grid(records)[0]:
+                png = plot_sweep(records, output / f"sweep{i}.png", title)
+                sections.append(f"![{title}]({png.name})\n")
+        else:
+            loose += records
+    if loose:
+        sections.append(render_markdown("runs", loose))
+        if _grid(loose)[0]:
+            png = plot_sweep(loose, output / "runs.png", "runs")
+            sections.append(f"![runs]({png.name})\n")
+    if len(args.dirs) > 1:
+        sections.append("## Leaderboard over all directories\n\n" + leaderboard(everything) + "\n")
+    text = "\n".join(sections)
+    rows = run_rows(everything)
+    atomic_write_text(output / "report.md", text)
+    atomic_write_json(output / "report.json", {"dirs": list(args.dirs), "cells": everything,
+                                               "runs": rows})
+    write_csv(output / "report.csv", rows)
+    print(text)
+    print(f"wrote {output / 'report.md'}")
+    return 0
