@@ -62,7 +62,13 @@ class CSRGraph:
         num_nodes = _check_edge_index(edge_index, num_nodes, "edge_index")
         src, dst = edge_index[0].long(), edge_index[1].long()
         if symmetrize:
-            src, dst = torch.cat([src, dst]), torch.cat([dst, src])
+            # Sort E undirected keys (min, max) rather than 2E directed ones: half the work.
+            lo, hi = torch.minimum(src, dst), torch.maximum(src, dst)
+            del src, dst
+            if remove_self_loops:
+                keep = lo != hi
+                lo, hi = lo[keep], hi[keep]
+            return cls.from_upper_keys(torch.unique(lo * max(num_nodes, 1) + hi), num_nodes)
         if remove_self_loops:
             keep = src != dst
             src, dst = src[keep], dst[keep]
@@ -75,6 +81,51 @@ class CSRGraph:
         torch.cumsum(counts, 0, out=rowptr[1:])
         col_dtype = torch.int32 if num_nodes <= _INT32_MAX else torch.long
         return cls(rowptr=rowptr, col=dst.to(col_dtype), num_nodes=num_nodes)
+
+    @classmethod
+    def from_upper_keys(cls, keys: torch.Tensor, num_nodes: int) -> "CSRGraph":
+        r"""Build the symmetric graph of undirected edges given as sorted, unique keys
+        ``a * num_nodes + b`` with ``a <= b`` (``a == b``: a self-loop, stored once).
+
+        The fast path of :meth:`from_edge_index` with ``symmetrize=True``, and the way a
+        generator that already produces deduplicated keys skips a second sort.
+
+        Args:
+            keys (torch.Tensor): int64, sorted ascending, unique, shape ``[E]``.
+            num_nodes (int): number of nodes.
+        """
+        if keys.dtype != torch.long or keys.dim() != 1:
+            raise ValueError(f"keys must be a 1-D int64 tensor, got {keys.dtype} "
+                             f"{list(keys.shape)}")
+        n = max(num_nodes, 1)
+        if keys.numel() and (int(keys[0]) < 0 or int(keys[-1]) >= n * n):
+            raise ValueError(f"keys must lie in [0, num_nodes**2 = {n * n}), got "
+                             f"[{int(keys[0])}, {int(keys[-1])}]")
+        id_dtype = torch.int32 if num_nodes <= _INT32_MAX else torch.long
+        a, b = (keys // n).to(id_dtype), (keys % n).to(id_dtype)  # [E] each, sorted by (a, b)
+        if a.numel() and bool((a > b).any()):
+            raise ValueError("keys must encode a <= b (one key per undirected edge)")
+        # Row v lists its smaller neighbours (keys (a, v), a < v) then its larger ones and
+        # itself (keys (v, b), b >= v): each part is sorted, so the row is. The keys are
+        # sorted by a, so a stable sort by b orders the first part within each row.
+        proper = a != b
+        low_src, low_dst = b[proper], a[proper]  # edges v <- a with a < v
+        order = torch.argsort(low_src, stable=True)
+        low_src, low_dst = low_src[order], low_dst[order]
+        del order, proper
+        n_low = torch.bincount(low_src, minlength=num_nodes)  # [num_nodes]
+        n_up = torch.bincount(a, minlength=num_nodes)
+        rowptr = torch.zeros(num_nodes + 1, dtype=torch.long)
+        torch.cumsum(n_low + n_up, 0, out=rowptr[1:])
+        low_start = torch.cumsum(n_low, 0) - n_low  # exclusive prefix sums
+        up_start = torch.cumsum(n_up, 0) - n_up
+        col = torch.empty(low_src.numel() + a.numel(), dtype=id_dtype)
+        # Entry j of a part sorted by row r lands at rowptr[r] + (j - start[r]) (+ the row's
+        # lower part for the upper one); rowptr = low_start + up_start.
+        col[torch.arange(low_src.numel()) + up_start[low_src]] = low_dst
+        del low_src, low_dst
+        col[torch.arange(a.numel()) + (low_start + n_low)[a]] = b
+        return cls(rowptr=rowptr, col=col, num_nodes=num_nodes)
 
     @property
     def num_edges(self) -> int:
