@@ -26,8 +26,9 @@ Products use broadcast-multiply-sum instead of ``tl.dot`` so that any q factor a
 (1 included, where ``tl.dot``'s minimum of 16 does not hold) compiles on a GPU and runs under
 the interpreter; non-power-of-2 sizes are padded to the next power of 2 and masked.
 
-Triton kernels run on CUDA tensors; CPU tensors need ``TRITON_INTERPRET=1`` set before this
-module is imported (the interpreter is chosen when the kernels are decorated).
+Triton kernels run on CUDA tensors; CPU tensors need ``TRITON_INTERPRET=1`` set before triton is
+first imported: the interpreter is chosen when each ``@triton.jit`` function is decorated, and
+that includes triton.language's own helpers such as ``tl.sum``.
 """
 from __future__ import annotations
 
@@ -238,6 +239,13 @@ def _tt_grad_core1_kernel(
     tl.store(ptrs, acc, mask=mask_j[:, None] & mask_r[None, :])
 
 
+def _interpreted() -> bool:
+    """Whether these kernels and triton.language's own jit helpers (tl.zeros, tl.sum) were
+    decorated in interpreter mode, i.e. TRITON_INTERPRET=1 was set before triton's import."""
+    return isinstance(_tt_rows_kernel, InterpretedFunction) and isinstance(tl.sum,
+                                                                          InterpretedFunction)
+
+
 def _pow2(n: int) -> int:
     return triton.next_power_of_2(max(int(n), 1))
 
@@ -420,14 +428,10 @@ def tt_lookup_triton(indices: Tensor, cores: Sequence[Tensor], tt_p_shapes: Sequ
         # Imported here: only the fallback needs the torch path.
         from kernels.tt_lookup_torch import tt_lookup_torch
         return tt_lookup_torch(indices.long(), cores, tt_p_shapes, tt_q_shapes)
-    if indices.device.type == "cpu":
-        if not knobs.runtime.interpret:
-            raise RuntimeError("tt_lookup_triton: CPU tensors need the Triton interpreter: set "
-                               "TRITON_INTERPRET=1 before importing kernels.tt_lookup_triton, "
-                               "move the cores to CUDA, or use backend='torch'")
-        if not isinstance(_tt_rows_kernel, InterpretedFunction):
-            raise RuntimeError("tt_lookup_triton: TRITON_INTERPRET=1 was set after "
-                               "kernels.tt_lookup_triton was imported; set it before the import")
+    if indices.device.type == "cpu" and not (knobs.runtime.interpret and _interpreted()):
+        raise RuntimeError("tt_lookup_triton: CPU tensors need the Triton interpreter: set "
+                           "TRITON_INTERPRET=1 before triton is first imported (torch_geometric "
+                           "imports it), move the cores to CUDA, or use backend='torch'")
     g1, g2, g3 = (core.contiguous() for core in cores)
     return TTLookupTritonFunction.apply(indices.contiguous().long(), bool(deterministic),
                                         tuple(int(p) for p in tt_p_shapes),
