@@ -185,16 +185,6 @@ def cached_summary(cell: Cell) -> dict[str, Any] | None:
     return json.loads((out / "summary.json").read_text())
 
 
-def sweep_device(base: TrainConfig) -> torch.device:
-    """The device of this rank for ``base.device`` (``auto``/``cuda``: ``cuda:LOCAL_RANK`` when
-    CUDA is available): it picks the process group's backend and holds its flags."""
-    if base.device == "cpu" or (base.device == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if base.device in ("auto", "cuda"):
-        return torch.device("cuda", distributed.local_rank())
-    return torch.device(base.device)
-
-
 def _max_over_ranks(value: int, device: torch.device) -> int:
     """Max of an int over the ranks (the value itself in a single process)."""
     t = torch.tensor([value], dtype=torch.int64, device=device)
@@ -212,6 +202,10 @@ def _run_cell(cell: Cell, runner: Runner, device: torch.device, main_rank: bool
     summary = cached_summary(cell) if main_rank else None
     if _max_over_ranks(int(summary is not None), device):
         return "cached", None, summary
+    if main_rank:
+        # A summary.json here belongs to another config: gone, so an interrupted run of this
+        # one is never mistaken for finished.
+        (Path(cell.config.output) / "summary.json").unlink(missing_ok=True)
     error = None
     try:
         summary = runner(cell.config)
@@ -241,10 +235,10 @@ def run_sweep(sweep: SweepConfig, base: TrainConfig, num_nodes: int,
         the records of every cell (see :mod:`gnn_tt.report`); on ranks other than 0, an
         empty list.
     """
-    if runner is None:
-        from gnn_tt.train import run as runner
+    from gnn_tt.train import resolve_device, run
+    runner = runner or run
     cells = build_cells(sweep, base, num_nodes)
-    device = sweep_device(base)
+    device = resolve_device(base.device)  # the backend of the group and where its flags live
     # The ranks exchange flags before the first cell trains: the group must exist now.
     owned = distributed.init_from_env(device)
     main_rank = distributed.is_main()

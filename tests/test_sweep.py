@@ -96,10 +96,12 @@ def test_resume_skips_finished_cells(tmp_path):
     records = run_sweep(sweep, _base(tmp_path), NUM_NODES, third)
     assert third.calls == ["tt-r16-original"]
     assert [r["status"] for r in records] == ["cached", "cached", "ok", "cached"]
-    # A different training config (more epochs) does not match the cached cells.
-    fourth = FakeRunner()
-    run_sweep(sweep, _base(tmp_path, epochs=3), NUM_NODES, fourth)
-    assert len(fourth.calls) == 4
+    # A different training config (more epochs) does not match the cached cells; the stale
+    # summary of a cell that then fails is removed, so it is not taken as finished later.
+    fourth = FakeRunner(fail_on="tt-r8-original")
+    records = run_sweep(sweep, _base(tmp_path, epochs=3), NUM_NODES, fourth)
+    assert len(fourth.calls) == 4 and records[0]["status"] == "failed"
+    assert not (tmp_path / "sweep" / "cells" / "tt-r8-original" / "summary.json").exists()
 
 
 def test_failed_cell_is_recorded_and_sweep_goes_on(tmp_path):
@@ -226,3 +228,40 @@ def test_ranks_agree_on_a_failure_on_one_rank(tmp_path):
     assert statuses == [("ok", None), ("failed", "failed on another rank")]
     data = json.loads((tmp_path / "s" / "sweep.json").read_text())
     assert [c["status"] for c in data["cells"]] == ["ok", "failed"]
+
+
+def test_real_training_sweep_end_to_end(tmp_path, monkeypatch, capsys):
+    """The CLI on the real training job: a tiny synthetic graph, hierarchical, 2 x 2 + full."""
+    import gnn_tt.train
+
+    out = tmp_path / "real"
+    argv = ["--dataset", "synthetic:nodes=400,degree=8,classes=4,seed=0", "--model", "sage",
+            "--emb-dim", "8", "--num-layers", "2", "--hidden", "16", "--fanouts", "5,5",
+            "--batch-size", "64", "--epochs", "2", "--runs", "1", "--device", "cpu",
+            "--ranks", "2,4", "--partitions", "0,4", "--method", "hierarchical",
+            "--output", str(out), "--cache-dir", str(tmp_path / "cache")]
+    assert main(argv) == 0
+    data = json.loads((out / "sweep.json").read_text())
+    assert [c["name"] for c in data["cells"]] == ["tt-r2-original", "tt-r2-hierarchical-p4",
+                                                 "tt-r4-original", "tt-r4-hierarchical-p4",
+                                                 "full"]
+    for cell in data["cells"]:
+        summary = json.loads((out / cell["output"] / "summary.json").read_text())
+        assert cell["status"] == "ok" and cell["test_acc"] == summary["test_acc"]
+        assert 0.0 <= cell["test_acc"]["mean"] <= 1.0 and len(cell["test_acc"]["runs"]) == 1
+        assert cell["compression_ratio"] == summary["full_table_parameters"] / summary[
+            "embedding_parameters"]
+    h = json.loads((out / "cells" / "tt-r4-hierarchical-p4" / "summary.json").read_text())
+    assert h["tt_p_shapes"] == [4, 11, 10]  # p1 = parts, 11 * 10 >= ceil(1.05 * 400 / 4)
+    by_name = {c["name"]: c for c in data["cells"]}
+    assert by_name["full"]["embedding_parameters"] == 400 * 8
+    assert (by_name["tt-r2-hierarchical-p4"]["embedding_parameters"]
+            < by_name["tt-r4-hierarchical-p4"]["embedding_parameters"])
+    assert (out / "sweep.png").read_bytes()[:8] == PNG_MAGIC
+    assert "| TT rank 4 |" in capsys.readouterr().out  # the table is printed
+    # Resuming: every cell is cached, the training job is not called again.
+    calls = []
+    monkeypatch.setattr(gnn_tt.train, "run", lambda config: calls.append(config))
+    assert main(argv) == 0 and calls == []
+    data = json.loads((out / "sweep.json").read_text())
+    assert {c["status"] for c in data["cells"]} == {"cached"}
