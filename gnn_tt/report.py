@@ -7,7 +7,8 @@ Everything here works on *records*: one flat dict per trained configuration (a s
 
     {"name": "tt-r8-p16", "status": "ok" | "cached" | "failed", "error": None | str,
      "dataset": ..., "model": ..., "emb": "tt" | "full" | "features", "tt_rank": 8,
-     "partition": "metis-flat", "parts": 16, "output": "cells/tt-r8-p16",
+     "partition": "metis-flat", "parts": 16, "output": "cells/tt-r8-metis-flat-p16",
+     "tt_p_shapes": [...],
      "test_acc": {"mean", "std", "runs"}, "val_acc": {...}, "embedding_parameters": ...,
      "compression_ratio": ..., "epoch_seconds": ...}
 
@@ -73,6 +74,8 @@ def make_record(name: str, config: dict[str, Any], summary: dict[str, Any] | Non
         "tt_rank": config.get("tt_rank") if emb == "tt" else None,
         "partition": config.get("partition"), "parts": parts_of(config) if emb == "tt" else None,
         "output": output,
+        # The row factors actually used (derived by the training job when the config has none).
+        "tt_p_shapes": summary.get("tt_p_shapes", config.get("tt_p_shapes")),
         "test_acc": summary.get("test_acc"), "val_acc": summary.get("val_acc"),
         "embedding_parameters": summary.get("embedding_parameters"),
         "compression_ratio": summary.get("compression_ratio"),
@@ -139,7 +142,8 @@ def _markdown(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def _grid(records: Sequence[dict[str, Any]]):
+def _grid(records: Sequence[dict[str, Any]]
+          ) -> tuple[list[dict[str, Any]], list[str], set[str]]:
     """The records on the rank x parts grid: (tt records, column keys in axis order, methods)."""
     tt = [r for r in records if r["emb"] == "tt" and r["parts"] is not None]
     methods = {r["partition"] for r in tt if r["parts"] != 0}
