@@ -102,9 +102,10 @@ def build_layout(config: TrainConfig, dataset: GraphDataset, device: torch.devic
     rows = torch.empty(dataset.num_nodes, dtype=torch.long)
     stats: Any = None
     if dist.is_main():
-        ra = assign_rows(dataset.graph.edge_index(), dataset.num_nodes, p,
-                         method=config.partition, num_parts=config.num_parts, seed=config.seed,
-                         cache_dir=config.cache_dir, labels=dataset.y)
+        ra = assign_rows(dataset.graph, dataset.num_nodes, p, method=config.partition,
+                         num_parts=config.num_parts, seed=config.seed,
+                         cache_dir=config.cache_dir, labels=dataset.y,
+                         progress=sys.stderr.isatty())
         rows, stats = ra.row_of_node.long(), ra.stats
     if dist.world_size() > 1:
         # NCCL broadcasts device tensors only; gloo host tensors.
@@ -181,6 +182,17 @@ def _stats(values: Sequence[float]) -> dict[str, Any]:
             "runs": list(values)}
 
 
+@dataclass
+class RunParts:
+    """What one run trains: the model, its DDP wrapper (the model itself in one process),
+    the optimizers (``gnn``, ``emb``) and the training loader."""
+
+    model: NodeClassifier
+    ddp_model: torch.nn.Module
+    optimizers: dict[str, torch.optim.Optimizer]
+    loader: NeighborLoader
+
+
 class Trainer:
     """State of one job: data, layout and output; :meth:`fit_run` trains one seed."""
 
@@ -198,6 +210,7 @@ class Trainer:
         self.layout = build_layout(config, self.dataset, device)
         # The sampler runs where the graph lives: on the GPU when training on one.
         self.graph = self.dataset.graph.to(device) if device.type == "cuda" else self.dataset.graph
+        self.y = self.dataset.y.to(device)
         self.splits = {"val": self.dataset.valid_idx, "test": self.dataset.test_idx}
         self.history: list[dict[str, Any]] = []
         self.finished: list[dict[str, Any]] = []
@@ -232,31 +245,42 @@ class Trainer:
 
     # --- one run -----------------------------------------------------------------------------
 
-    def fit_run(self, run: int, resume: dict[str, Any] | None) -> dict[str, Any]:
+    def setup_run(self, run: int) -> RunParts:
+        """Model, DDP wrapper, optimizers and train loader of run ``run``, seeded with
+        ``seed + run`` (the same on every rank), then the global RNG reseeded with
+        ``seed + run + rank`` (dropout differs per rank)."""
         cfg, device = self.config, self.device
         run_seed = cfg.seed + run
-        seed_everything(run_seed)  # identical initial replicas
+        seed_everything(run_seed)
         model = build_model(cfg, self.dataset, self.layout, device, run_seed)
-        ddp_model = distribute(model, device)
-        optimizers = make_optimizers(cfg, model)
+        parts = RunParts(model, distribute(model, device), make_optimizers(cfg, model),
+                         NeighborLoader(self.graph, self.dataset.train_idx, cfg.fanouts,
+                                        cfg.batch_size, shuffle=True, rank=dist.rank(),
+                                        world_size=dist.world_size(), seed=run_seed,
+                                        drop_last=False, prefetch=1,
+                                        pin_memory=device.type == "cuda"))
+        seed_everything(run_seed + dist.rank())
+        return parts
+
+    def fit_run(self, run: int, resume: dict[str, Any] | None) -> dict[str, Any]:
+        """Train run ``run`` (continuing from ``resume`` when it stopped inside this run) and
+        return its result: best validation accuracy and the test accuracy at that epoch."""
+        cfg, device = self.config, self.device
+        run_seed = cfg.seed + run
+        parts = self.setup_run(run)
+        model, optimizers = parts.model, parts.optimizers
         run_state: dict[str, Any] = {"best_val": -1.0, "best_test": 0.0, "best_epoch": -1,
                                      "epoch_seconds": [], "best_model": None}
         start = 0
-        seed_everything(run_seed + dist.rank())  # dropout differs per rank
         if resume is not None and resume["run"] == run and resume["epoch"] > 0:
             model.load_state_dict(resume["model"])
             for k, o in optimizers.items():
                 o.load_state_dict(resume["optimizers"][k])
             set_rng_state(resume["rng"][dist.rank()])
             run_state, start = resume["run_state"], resume["epoch"]
-        loader = NeighborLoader(self.graph, self.dataset.train_idx, cfg.fanouts, cfg.batch_size,
-                                shuffle=True, rank=dist.rank(), world_size=dist.world_size(),
-                                seed=run_seed, drop_last=False, prefetch=1,
-                                pin_memory=device.type == "cuda")
-        y = self.dataset.y.to(device)
+        y = self.y
         for epoch in range(start, cfg.epochs):
-            loss, seconds = self.train_epoch(ddp_model, model, optimizers, loader, y, epoch,
-                                             desc=f"run {run} epoch {epoch}")
+            loss, seconds = self.train_epoch(parts, epoch, desc=f"run {run} epoch {epoch}")
             if not math.isfinite(loss):
                 raise FloatingPointError(
                     f"loss is {loss} in run {run} epoch {epoch}; stopping. The last good "
@@ -294,15 +318,17 @@ class Trainer:
         self.save(run + 1, 0, model, optimizers, {})
         return result
 
-    def train_epoch(self, ddp_model: torch.nn.Module, model: NodeClassifier,
-                    optimizers: dict[str, torch.optim.Optimizer], loader: NeighborLoader,
-                    y: Tensor, epoch: int, desc: str = "",
+    def train_epoch(self, parts: RunParts, epoch: int, desc: str = "",
                     max_batches: int | None = None) -> tuple[float, float]:
-        """One pass over this rank's share of the training seeds.
+        """One pass over this rank's share of the training seeds (or its first
+        ``max_batches`` batches, for benchmarks).
 
         Returns:
-            (mean training loss over all ranks' seeds, wall seconds (slowest rank)).
+            (mean training loss over all ranks' seeds, wall seconds of the slowest rank).
         """
+        ddp_model, model, optimizers, loader = (parts.ddp_model, parts.model, parts.optimizers,
+                                                parts.loader)
+        y = self.y
         ddp_model.train()
         loader.set_epoch(epoch)
         # Loss summed on the device: no host sync per step.
