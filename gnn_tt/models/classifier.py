@@ -86,12 +86,14 @@ class NodeClassifier(nn.Module):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"'{self.__class__.__name__}' needs a positive integer "
                              f"batch_size, got {batch_size!r}")
-        x_all = torch.empty(graph.num_nodes, self.node_input.embedding_dim)  # [N, D] host
+        dtype = next(self.gnn.parameters()).dtype
+        x_all = torch.empty(graph.num_nodes, self.node_input.embedding_dim,
+                            dtype=dtype)                                     # [N, D] host
         starts = range(0, graph.num_nodes, batch_size)
         for start in tqdm(starts, desc="input vectors",
                           disable=not (progress and sys.stderr.isatty())):
             n_id = torch.arange(start, min(start + batch_size, graph.num_nodes))
-            x_all[start:start + n_id.numel()] = self.node_input(n_id).float().cpu()
+            x_all[start:start + n_id.numel()] = self.node_input(n_id).cpu()
         return self.gnn.inference(x_all, graph, batch_size, device=device, progress=progress)
 
 

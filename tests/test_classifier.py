@@ -1,0 +1,126 @@
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+from gnn_tt.models import GAT, GraphSAGE, NodeClassifier, build_node_input, wrap_ddp
+from oracle_blocks import full_blocks, tiny_graph
+
+P_SHAPES, Q_SHAPES = [2, 3, 2], [1, 2, 3]  # 12 TT rows for the 10 nodes, D = 6
+LABELS = torch.arange(10) % 3
+RANK_SEEDS = ([0, 4, 7], [2, 4, 9, 5])  # the two ranks' batches (node 4 in both)
+
+
+def _batch(seeds):
+    n_id, blocks = full_blocks(tiny_graph(), seeds, 2)
+    return SimpleNamespace(n_id=n_id, blocks=blocks, batch_size=len(seeds))
+
+
+def _model(kind: str) -> NodeClassifier:
+    torch.manual_seed(0)
+    node_input = build_node_input(kind, num_nodes=10, embedding_dim=6,
+                                  row_of_node=torch.arange(10), tt_ranks=2,
+                                  tt_p_shapes=P_SHAPES, tt_q_shapes=Q_SHAPES,
+                                  x=torch.randn(10, 6), seed=1)
+    return NodeClassifier(node_input, GraphSAGE(6, 8, 3, num_layers=2, dropout=0.0))
+
+
+def _step(model: NodeClassifier, loss_fn) -> None:
+    """One step with the project's optimizer split: Adam on the GNN, the input's own
+    optimizer (Adam on TT cores, SparseAdam on the full table) on the embedding."""
+    optimizers = [torch.optim.Adam(model.gnn_parameters(), lr=0.05)]
+    emb_opt = model.node_input.embedding_optimizer(0.05)
+    optimizers += [emb_opt] if emb_opt is not None else []
+    loss_fn().backward()
+    model.node_input.sync_gradients()
+    for opt in optimizers:
+        opt.step()
+
+
+@pytest.mark.parametrize("kind", ["tt", "full", "features"])
+def test_forward_is_gnn_of_input(kind):
+    model = _model(kind).eval()
+    batch = _batch([1, 8])
+    want = model.gnn(model.node_input(batch.n_id), batch.blocks)
+    assert torch.equal(model(batch), want)
+    assert model(batch).shape == (2, 3)
+
+
+@pytest.mark.parametrize("kind,num_embedding", [("tt", 3), ("full", 1), ("features", 0)])
+def test_parameter_split(kind, num_embedding):
+    model = _model(kind)
+    emb, gnn = model.embedding_parameters(), model.gnn_parameters()
+    assert len(emb) == num_embedding
+    assert {id(p) for p in emb}.isdisjoint(id(p) for p in gnn)
+    assert len(emb) + len(gnn) == len(list(model.parameters()))
+    assert {id(p) for p in gnn} == {id(p) for p in model.gnn.parameters()}
+
+
+@pytest.mark.parametrize("kind,names", [
+    ("tt", ["node_input.row_of_node"]),
+    ("full", ["node_input.embedding.weight", "node_input._device_anchor"]),
+    ("features", ["node_input.x"])])
+def test_ddp_ignored_names_exist(kind, names):
+    model = _model(kind)
+    assert model.ddp_ignored_names() == names
+    known = dict(model.named_parameters()) | dict(model.named_buffers())
+    assert all(name in known for name in names)
+
+
+@pytest.mark.parametrize("gnn", [GraphSAGE(6, 8, 3, num_layers=2), GAT(6, 4, 3, num_layers=2)],
+                         ids=["sage", "gat"])
+def test_inference_matches_blocks_with_all_neighbours(gnn):
+    torch.manual_seed(0)
+    model = NodeClassifier(build_node_input("full", num_nodes=10, embedding_dim=6), gnn).eval()
+    out = model.inference(tiny_graph(), batch_size=4)
+    assert out.shape == (10, 3) and out.device.type == "cpu"
+    batch = _batch(list(range(10)))
+    torch.testing.assert_close(out, model(batch))  # seeds 0..9 in order
+
+
+def test_errors():
+    full = build_node_input("full", num_nodes=10, embedding_dim=6)
+    with pytest.raises(ValueError, match=r"embedding_dim \(6\) must equal the GNN's in_channels \(5\)"):
+        NodeClassifier(full, GraphSAGE(5, 8, 3))
+    model = NodeClassifier(full, GraphSAGE(6, 8, 3))
+    with pytest.raises(ValueError, match=r"graph has 10 nodes but the input layer has 11"):
+        NodeClassifier(build_node_input("full", num_nodes=11, embedding_dim=6),
+                       GraphSAGE(6, 8, 3)).inference(tiny_graph(), 4)
+    with pytest.raises(ValueError, match=r"positive integer batch_size, got 0"):
+        model.inference(tiny_graph(), 0)
+
+
+def _loss(model, seeds):
+    batch = _batch(seeds)
+    return F.cross_entropy(model(batch), LABELS[seeds])
+
+
+def _ddp_worker(rank: int, init_file: str, out_dir: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    result = {}
+    for kind in ("tt", "full"):
+        model = _model(kind)
+        ddp = wrap_ddp(model)
+        _step(model, lambda: F.cross_entropy(ddp(_batch(RANK_SEEDS[rank])),
+                                             LABELS[RANK_SEEDS[rank]]))
+        result[kind] = {k: v.detach().clone() for k, v in model.named_parameters()}
+    torch.save(result, f"{out_dir}/{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_wrap_ddp_two_processes_equal_single_process_step(tmp_path):
+    mp.spawn(_ddp_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    r0, r1 = (torch.load(tmp_path / f"{r}.pt") for r in (0, 1))
+    for kind in ("tt", "full"):
+        # Replicas identical, and equal to one process stepping on the mean of the ranks'
+        # losses (what DDP's and sync_gradients' averaging computes).
+        ref = _model(kind)
+        initial = {k: v.detach().clone() for k, v in ref.named_parameters()}
+        _step(ref, lambda: (_loss(ref, RANK_SEEDS[0]) + _loss(ref, RANK_SEEDS[1])) / 2)
+        for name, value in r0[kind].items():
+            assert torch.equal(value, r1[kind][name]), (kind, name)
+            torch.testing.assert_close(value, dict(ref.named_parameters())[name].detach())
+            assert not torch.equal(value, initial[name]), (kind, name)
