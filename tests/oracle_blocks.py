@@ -2,14 +2,14 @@
 graph, independent of the sampler, taking every neighbour (fanout -1)."""
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import torch
 
 from gnn_tt.data.graph import CSRGraph
+from gnn_tt.data.sampler import Block
 
 
-def full_blocks(graph: CSRGraph, seeds: list[int], num_layers: int):
+def full_blocks(graph: CSRGraph, seeds: list[int],
+                num_layers: int) -> tuple[torch.Tensor, list[Block]]:
     """``(n_id, blocks)`` of ``num_layers`` hops with all neighbours: node ``v`` aggregates
     from ``col[rowptr[v]:rowptr[v+1]]``; destinations first in each block's sources."""
     adj = [graph.col[graph.rowptr[v]:graph.rowptr[v + 1]].tolist()
@@ -27,8 +27,7 @@ def full_blocks(graph: CSRGraph, seeds: list[int], num_layers: int):
                     src_nodes.append(u)
                 edges.append((local[u], d))
         edge_index = torch.tensor(edges, dtype=torch.long).t().reshape(2, -1)
-        blocks.insert(0, SimpleNamespace(edge_index=edge_index, num_src=len(src_nodes),
-                                         num_dst=len(dst_nodes)))
+        blocks.insert(0, Block(edge_index, num_src=len(src_nodes), num_dst=len(dst_nodes)))
         dst_nodes = src_nodes
     return torch.tensor(dst_nodes, dtype=torch.long), blocks
 

@@ -1,11 +1,10 @@
-from types import SimpleNamespace
-
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
+from gnn_tt.data.sampler import MiniBatch
 from gnn_tt.models import GAT, GraphSAGE, NodeClassifier, build_node_input, wrap_ddp
 from oracle_blocks import full_blocks, tiny_graph
 
@@ -16,7 +15,7 @@ RANK_SEEDS = ([0, 4, 7], [2, 4, 9, 5])  # the two ranks' batches (node 4 in both
 
 def _batch(seeds):
     n_id, blocks = full_blocks(tiny_graph(), seeds, 2)
-    return SimpleNamespace(n_id=n_id, blocks=blocks, batch_size=len(seeds))
+    return MiniBatch(n_id, blocks, batch_size=len(seeds))
 
 
 def _model(kind: str) -> NodeClassifier:

@@ -2,6 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from gnn_tt.data.sampler import NeighborSampler
 from gnn_tt.models import GAT, GraphSAGE, full_neighbour_block
 from oracle_blocks import full_blocks, tiny_graph
 
@@ -87,6 +88,16 @@ def test_inference_equals_full_graph(name, model, oracle, batch_size):
     assert model.training  # the mode is restored
     model.eval()
     torch.testing.assert_close(out, oracle(model, x, graph))
+
+
+@pytest.mark.parametrize("name,model,oracle", MODELS[:2], ids=[m[0] for m in MODELS[:2]])
+def test_sampler_blocks_with_all_neighbours_equal_full_graph(name, model, oracle):
+    # The sampler's blocks (fanout -1) feed the model with the same message direction.
+    graph = tiny_graph(directed=True)
+    model = model.double().eval()
+    x = torch.randn(graph.num_nodes, 6, dtype=torch.float64)
+    batch = NeighborSampler(graph, [-1] * model.num_layers).sample(torch.tensor(SEEDS))
+    torch.testing.assert_close(model(x[batch.n_id], batch.blocks), oracle(model, x, graph)[SEEDS])
 
 
 def test_full_neighbour_block_lists_every_neighbour():

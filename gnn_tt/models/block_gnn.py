@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..data.graph import CSRGraph
+from ..data.sampler import Block
 
 
 def full_neighbour_block(graph: CSRGraph, start: int, end: int) -> tuple[Tensor, Tensor]:
@@ -94,7 +95,7 @@ class BlockGNN(nn.Module):
         """
         raise NotImplementedError
 
-    def forward(self, x: Tensor, blocks: Sequence) -> Tensor:
+    def forward(self, x: Tensor, blocks: Sequence[Block]) -> Tensor:
         r"""Run the layers over a mini-batch's sampled blocks.
 
         Args:

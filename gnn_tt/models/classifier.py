@@ -10,6 +10,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ..data.graph import CSRGraph
+from ..data.sampler import MiniBatch
 from .block_gnn import BlockGNN
 from .node_input import NodeInput
 
@@ -48,7 +49,7 @@ class NodeClassifier(nn.Module):
         self.node_input = node_input
         self.gnn = gnn
 
-    def forward(self, batch) -> Tensor:  # noqa: ANN001 (a data.sampler.MiniBatch)
+    def forward(self, batch: MiniBatch) -> Tensor:
         return self.gnn(self.node_input(batch.n_id), batch.blocks)
 
     def embedding_parameters(self) -> list[nn.Parameter]:
