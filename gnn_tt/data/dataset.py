@@ -7,6 +7,8 @@ import torch
 
 from gnn_tt.data.graph import CSRGraph
 
+_EDGE_CHUNK = 1 << 23
+
 
 @dataclass
 class GraphDataset:
@@ -45,6 +47,10 @@ class GraphDataset:
         if self.y.dtype != torch.long or self.y.shape != (n,):
             raise ValueError(f"'{self.__class__.__name__}' {self.name!r}: y must be int64 of "
                              f"shape [{n}], got {self.y.dtype} {list(self.y.shape)}")
+        if self.y.numel() and (int(self.y.min()) < -1 or int(self.y.max()) >= self.num_classes):
+            raise ValueError(f"'{self.__class__.__name__}' {self.name!r}: y must lie in "
+                             f"[-1, num_classes={self.num_classes}), got "
+                             f"[{int(self.y.min())}, {int(self.y.max())}]")
         if self.num_classes < 1:
             raise ValueError(f"'{self.__class__.__name__}' {self.name!r}: num_classes must be "
                              f">= 1, got {self.num_classes}")
@@ -70,14 +76,22 @@ class GraphDataset:
         """Width of ``x``; 0 for a featureless dataset."""
         return 0 if self.x is None else int(self.x.size(1))
 
+    def edge_homophily(self) -> float:
+        """Fraction of edges between labelled nodes whose two ends share a class."""
+        rowptr, col = self.graph.rowptr, self.graph.col
+        same = total = 0
+        # Edge chunks bound the temporaries (int64 [chunk] each) at products scale.
+        for start in range(0, self.graph.num_edges, _EDGE_CHUNK):
+            pos = torch.arange(start, min(start + _EDGE_CHUNK, self.graph.num_edges))
+            y_src = self.y[torch.searchsorted(rowptr, pos, right=True) - 1]
+            y_dst = self.y[col[pos].long()]
+            both = (y_src >= 0) & (y_dst >= 0)
+            same += int((both & (y_src == y_dst)).sum())
+            total += int(both.sum())
+        return same / total if total else 0.0
+
     def summary(self) -> dict[str, int | float | str | None]:
         """Sizes and label statistics as a flat dict (for logs and result JSON)."""
-        labelled = self.y >= 0
-        src = torch.repeat_interleave(torch.arange(self.num_nodes), self.graph.degree())
-        dst = self.graph.col.long()
-        both = labelled[src] & labelled[dst]
-        # Edge homophily: fraction of edges between labelled nodes whose ends share a class.
-        same = int((self.y[src[both]] == self.y[dst[both]]).sum()) if both.any() else 0
         deg = self.graph.degree()
         return {
             "name": self.name,
@@ -87,11 +101,11 @@ class GraphDataset:
             "max_degree": int(deg.max()) if self.num_nodes else 0,
             "num_classes": self.num_classes,
             "num_features": self.num_features,
-            "labelled": int(labelled.sum()),
+            "labelled": int((self.y >= 0).sum()),
             "train": int(self.train_idx.numel()),
             "valid": int(self.valid_idx.numel()),
             "test": int(self.test_idx.numel()),
-            "edge_homophily": round(same / max(int(both.sum()), 1), 4),
+            "edge_homophily": round(self.edge_homophily(), 4),
             "ogb_name": self.ogb_name,
         }
 

@@ -98,6 +98,8 @@ class CSRGraph:
             raise ValueError(f"keys must be a 1-D int64 tensor, got {keys.dtype} "
                              f"{list(keys.shape)}")
         n = max(num_nodes, 1)
+        if keys.numel() > 1 and not bool((keys[1:] > keys[:-1]).all()):
+            raise ValueError("keys must be sorted ascending and unique")
         if keys.numel() and (int(keys[0]) < 0 or int(keys[-1]) >= n * n):
             raise ValueError(f"keys must lie in [0, num_nodes**2 = {n * n}), got "
                              f"[{int(keys[0])}, {int(keys[-1])}]")

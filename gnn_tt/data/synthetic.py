@@ -50,18 +50,18 @@ class SyntheticConfig:
         degree (float): target mean degree, i.e. ``2 * undirected edges / nodes``
             (default: ``50.52``, as ogbn-products' 61,859,140 edges).
         classes (int): number of classes (default: ``47``).
-        groups (int): number of super-classes, the top level of the hierarchy
-            (default: ``8``).
+        groups (int, optional): number of super-classes, the top level of the hierarchy
+            (default: ``None``, i.e. ``round(sqrt(classes))``: 7 for 47 classes).
         community_size (int): mean number of nodes per community, the finest level
             (default: ``400``).
         p_community (float): probability that an edge stays in its source's community
-            (default: ``0.6``).
+            (default: ``0.7``).
         p_class (float): probability that it goes elsewhere in the source's class
             (default: ``0.15``).
         p_group (float): probability that it goes elsewhere in the source's group
-            (default: ``0.1``); the rest connects uniformly (by propensity) over the graph.
+            (default: ``0.08``); the rest connects uniformly (by propensity) over the graph.
         label_noise (float): fraction of nodes whose label is redrawn among their group's
-            classes (default: ``0.15``).
+            classes (default: ``0.05``).
         degree_exponent (float): power-law exponent of the expected degrees, > 2
             (default: ``2.5``).
         max_degree (int): cap on a node's expected degree (default: ``20_000``;
@@ -82,12 +82,12 @@ class SyntheticConfig:
     nodes: int = 2_449_029
     degree: float = 50.52
     classes: int = 47
-    groups: int = 8
+    groups: int | None = None
     community_size: int = 400
-    p_community: float = 0.6
+    p_community: float = 0.7
     p_class: float = 0.15
-    p_group: float = 0.1
-    label_noise: float = 0.15
+    p_group: float = 0.08
+    label_noise: float = 0.05
     degree_exponent: float = 2.5
     max_degree: int = 20_000
     class_skew: float = 1.0
@@ -102,9 +102,9 @@ class SyntheticConfig:
         if self.nodes < 2 * self.classes:
             raise ValueError(f"'{name}': nodes must be >= 2 * classes = {2 * self.classes}, "
                              f"got nodes={self.nodes}")
-        if not 1 <= self.groups <= self.classes:
+        if not 1 <= self.num_groups <= self.classes:
             raise ValueError(f"'{name}': groups must lie in [1, classes={self.classes}], "
-                             f"got {self.groups}")
+                             f"got {self.num_groups}")
         if self.community_size < 2:
             raise ValueError(f"'{name}': community_size must be >= 2, got "
                              f"{self.community_size}")
@@ -116,9 +116,9 @@ class SyntheticConfig:
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise ValueError(f"'{name}': {key} must lie in [0, 1], got "
                                  f"{getattr(self, key)}")
-        if self.p_community + self.p_class + self.p_group > 1.0:
+        if self.p_community + self.p_class + self.p_group > 1.0 + 1e-9:
             raise ValueError(f"'{name}': p_community + p_class + p_group must be <= 1, got "
-                             f"{self.p_community + self.p_class + self.p_group}")
+                             f"{self.p_community + self.p_class + self.p_group:.6g}")
         if self.train_frac + self.valid_frac > 1.0:
             raise ValueError(f"'{name}': train_frac + valid_frac must be <= 1, got "
                              f"{self.train_frac + self.valid_frac}")
@@ -129,6 +129,11 @@ class SyntheticConfig:
             raise ValueError(f"'{name}': max_degree must be >= 1, got {self.max_degree}")
         if self.class_skew < 0:
             raise ValueError(f"'{name}': class_skew must be >= 0, got {self.class_skew}")
+
+    @property
+    def num_groups(self) -> int:
+        """``groups``, or its default ``round(sqrt(classes))`` when ``None``."""
+        return max(1, round(self.classes ** 0.5)) if self.groups is None else self.groups
 
     @classmethod
     def from_string(cls, spec: str) -> "SyntheticConfig":
@@ -143,7 +148,7 @@ class SyntheticConfig:
                 raise ValueError(f"synthetic spec item {item!r} is not key=value with key in "
                                  f"{sorted(types)}")
             try:
-                kwargs[key] = int(value) if types[key] == "int" else float(value)
+                kwargs[key] = int(value) if types[key].startswith("int") else float(value)
             except ValueError:
                 raise ValueError(f"synthetic spec item {item!r}: {value!r} is not a valid "
                                  f"{types[key]}") from None
@@ -173,7 +178,7 @@ def _hierarchy(cfg: SyntheticConfig, gen: torch.Generator) -> tuple[torch.Tensor
     sizes = _class_sizes(cfg, gen)  # [classes]
     klass = torch.repeat_interleave(torch.arange(cfg.classes), sizes)
     # Classes (in id order) split into `groups` contiguous runs of near-equal count.
-    group = klass * cfg.groups // cfg.classes
+    group = klass * cfg.num_groups // cfg.classes
     # Class c holds max(1, round(n_c / community_size)) communities of near-equal size.
     n_comm = (sizes.double() / cfg.community_size).round().long().clamp_(min=1)
     first_comm = torch.cumsum(n_comm, 0) - n_comm
@@ -299,8 +304,8 @@ def synthetic_graph(config: SyntheticConfig | None = None, **overrides: Any) -> 
     noisy = torch.rand(n, generator=gen) < cfg.label_noise
     g = group[noisy]
     # Group g holds classes [ceil(g*C/G), ceil((g+1)*C/G)): the inverse of c * G // C.
-    c_lo = (g * cfg.classes + cfg.groups - 1) // cfg.groups
-    c_hi = ((g + 1) * cfg.classes + cfg.groups - 1) // cfg.groups
+    c_lo = (g * cfg.classes + cfg.num_groups - 1) // cfg.num_groups
+    c_hi = ((g + 1) * cfg.classes + cfg.num_groups - 1) // cfg.num_groups
     y_hier[noisy] = c_lo + (torch.rand(g.numel(), generator=gen, dtype=torch.float64)
                             * (c_hi - c_lo)).long()
     y = torch.empty(n, dtype=torch.long)
