@@ -1,0 +1,133 @@
+"""``gnn-tt bench partition``: hierarchical row assignment on synthetic graphs of growing size.
+
+Each size runs in two fresh subprocesses: one generates the graph
+(:func:`gnn_tt.data.synthetic.synthetic_graph`) and saves its CSR, the other loads it and
+partitions it, so the reported peak RSS is the partitioner's own (graph included), not the
+generator's or another size's.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from gnn_tt.bench.table import report
+
+# Named sizes: node count and row factors (products: the reference's p).
+PRODUCTS_NODES = 2_449_029
+PRODUCTS_P = (125, 140, 140)
+_SIZE_NAMES = {"100k": 100_000, "1M": 1_000_000, "products": PRODUCTS_NODES}
+
+
+def balanced_p(num_nodes: int, slack: float = 0.05) -> tuple[int, int, int]:
+    """Three near-equal row factors with product >= ``(1 + slack) * num_nodes``, close to it."""
+    target = math.ceil(num_nodes * (1.0 + slack))
+    base = max(1, round(target ** (1.0 / 3.0)))
+    return base, base, math.ceil(target / (base * base))
+
+
+def parse_size(text: str) -> tuple[int, tuple[int, ...]]:
+    """``"100k"``, ``"1M"``, ``"products"`` or a node count -> (nodes, row factors)."""
+    if text in _SIZE_NAMES:
+        n = _SIZE_NAMES[text]
+    else:
+        try:
+            n = int(text)
+        except ValueError:
+            raise ValueError(f"--sizes: unknown size {text!r}; use a node count or one of "
+                             f"{', '.join(_SIZE_NAMES)}") from None
+        if n < 2:
+            raise ValueError(f"--sizes: a graph needs >= 2 nodes, got {n}")
+    return n, PRODUCTS_P if n == PRODUCTS_NODES else balanced_p(n)
+
+
+def _generate(nodes: int, seed: int, out: Path) -> None:
+    """Worker: build the synthetic graph and save rowptr / col / y as .npy files in ``out``."""
+    from gnn_tt.data.synthetic import synthetic_graph
+
+    ds = synthetic_graph(nodes=nodes, seed=seed)
+    np.save(out / "rowptr.npy", ds.graph.rowptr.numpy())
+    np.save(out / "col.npy", ds.graph.col.numpy())
+    np.save(out / "y.npy", ds.y.numpy())
+
+
+def _partition(tt_p_shapes: Sequence[int], seed: int, out: Path) -> None:
+    """Worker: load the saved graph, run the hierarchical assignment, write result.json."""
+    import torch
+
+    from gnn_tt.data.graph import CSRGraph
+    from gnn_tt.io import atomic_write_json
+    from gnn_tt.memory import peak_rss_bytes
+    from partition import assign_rows
+
+    rowptr = torch.from_numpy(np.load(out / "rowptr.npy"))
+    graph = CSRGraph(rowptr, torch.from_numpy(np.load(out / "col.npy")), rowptr.numel() - 1)
+    ra = assign_rows(graph, graph.num_nodes, tt_p_shapes, method="hierarchical", seed=seed,
+                     labels=torch.from_numpy(np.load(out / "y.npy")),
+                     progress=sys.stderr.isatty())
+    atomic_write_json(out / "result.json", {"stats": ra.stats, "peak_rss": peak_rss_bytes()})
+
+
+def _run_worker(args: list[str]) -> None:
+    subprocess.run([sys.executable, "-m", "gnn_tt.bench.partition", "--worker", *args],
+                   check=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gnn-tt bench partition", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Hierarchical row assignment on synthetic graphs: seconds, peak RSS, "
+                    "edge cut, share of edges inside an i1 / (i1, i2) block.")
+    parser.add_argument("--sizes", default="100k,1M,products",
+                        help="comma-separated node counts or 100k / 1M / products "
+                             f"(products = {PRODUCTS_NODES} nodes with p = {PRODUCTS_P}; "
+                             "other sizes get 3 balanced factors with ~5%% slack)")
+    parser.add_argument("--seed", type=int, default=0, help="graph and METIS seed")
+    parser.add_argument("--output", default="bench_partition.json", help="JSON result file")
+    parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)  # internal stages
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.worker:
+        stage, out = args.worker[0], Path(args.worker[1])
+        if stage == "generate":
+            _generate(int(args.worker[2]), args.seed, out)
+        else:
+            _partition([int(x) for x in args.worker[2].split(",")], args.seed, out)
+        return 0
+    try:
+        sizes = [parse_size(s.strip()) for s in args.sizes.split(",") if s.strip()]
+    except ValueError as err:
+        print(f"gnn-tt bench partition: {err}", file=sys.stderr)
+        return 2
+    rows: list[dict[str, Any]] = []
+    for nodes, p in sizes:
+        with tempfile.TemporaryDirectory(prefix="gnn_tt_bench_partition_") as tmp:
+            _run_worker(["generate", tmp, str(nodes), f"--seed={args.seed}"])
+            _run_worker(["partition", tmp, ",".join(map(str, p)), f"--seed={args.seed}"])
+            result = json.loads((Path(tmp) / "result.json").read_text())
+        stats = result["stats"]
+        rows.append({"nodes": nodes, "edges": stats["num_edges"],
+                     "p": "x".join(map(str, p)), "seconds": stats["seconds"],
+                     "peak_rss_GB": result["peak_rss"] / 1e9, "moved": stats["moved"],
+                     "cut_i1": stats["edge_cut"][0], "share_i1": stats["share_i1"],
+                     "share_i12": stats["share_i12"], "purity_i1": stats["purity_i1"]})
+        print(f"{nodes} nodes: {stats['seconds']:.1f} s, peak RSS "
+              f"{result['peak_rss'] / 1e9:.2f} GB", flush=True)
+    report("partition", rows, args.output,
+           extra={"method": "hierarchical", "seed": args.seed,
+                  "graph": "gnn_tt.data.synthetic.synthetic_graph(nodes=N)"})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

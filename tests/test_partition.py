@@ -1,0 +1,227 @@
+import math
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import partition.assign
+from partition import METHODS, RowAssignment, assign_rows
+from partition.metis import part_graph, to_csr
+from partition.orderings import metis_flat_rows
+
+
+def _messy_graph(seed: int = 0) -> tuple[torch.Tensor, int]:
+    """Random graph with self-loops, duplicate and reversed edges, isolated nodes and several
+    components."""
+    g = torch.Generator().manual_seed(seed)
+    n = 230
+    a = torch.randint(0, 100, (2, 400), generator=g)  # component on 0..99
+    b = torch.randint(100, 200, (2, 300), generator=g)  # component on 100..199; 200.. isolated
+    loops = torch.arange(0, 20).repeat(2, 1)
+    ei = torch.cat([a, b, a[:, :50], a.flip(0)[:, 50:80], loops], dim=1)
+    return ei, n
+
+
+def _check_injective(ra: RowAssignment, num_nodes: int, p) -> None:
+    rows = ra.row_of_node
+    assert rows.dtype == torch.long and rows.shape == (num_nodes,)
+    assert int(rows.min()) >= 0 and int(rows.max()) < math.prod(p)
+    assert torch.unique(rows).numel() == num_nodes
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("p", [(16, 16), (6, 7, 6), (3, 4, 5, 4), (230, 1)])
+def test_injective_and_in_range(method, p):
+    ei, n = _messy_graph()
+    ra = assign_rows(ei, n, p, method=method, num_parts=7, seed=1)
+    _check_injective(ra, n, p)
+    assert ra.method == method and ra.tt_p_shapes == tuple(p)
+    assert len(ra.stats["edge_cut"]) == len(p) - 1
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_deterministic_for_a_seed(method):
+    ei, n = _messy_graph(3)
+    a = assign_rows(ei, n, (6, 7, 6), method=method, num_parts=5, seed=4)
+    b = assign_rows(ei, n, (6, 7, 6), method=method, num_parts=5, seed=4)
+    assert torch.equal(a.row_of_node, b.row_of_node)
+
+
+def test_hierarchical_tight_capacity_needs_repair():
+    # prod(p) == N: every block must end exactly full, so METIS' imbalance must be repaired.
+    g = torch.Generator().manual_seed(0)
+    n, p = 240, (4, 6, 10)
+    ei = torch.randint(0, n, (2, 1500), generator=g)
+    ra = assign_rows(ei, n, p)
+    _check_injective(ra, n, p)
+    blocks = torch.bincount(ra.row_of_node // 60, minlength=4)
+    assert blocks.tolist() == [60, 60, 60, 60]
+    assert ra.stats["moved"] > 0
+
+
+def _planted(num_comm: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dense communities (edge prob. 0.3) joined by a few random edges; ids shuffled."""
+    rng = np.random.default_rng(seed)
+    comm = np.repeat(np.arange(num_comm), size)
+    u, v = np.triu_indices(num_comm * size, 1)
+    same = comm[u] == comm[v]
+    keep = same & (rng.random(u.size) < 0.3)
+    noise = rng.integers(0, num_comm * size, (2, 3 * num_comm))
+    perm = rng.permutation(num_comm * size)  # public id of each hierarchy position
+    ei = np.concatenate([np.stack([u[keep], v[keep]]), noise], axis=1)
+    out_comm = np.empty_like(comm)
+    out_comm[perm] = comm
+    return torch.from_numpy(perm[ei]), torch.from_numpy(out_comm)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_planted_communities_land_in_one_i1_block(seed):
+    p = (6, 8, 8)  # 6 blocks of capacity 64 for 6 communities of 60
+    ei, comm = _planted(6, 60, seed)
+    ra = assign_rows(ei, 360, p, seed=seed, labels=comm)
+    i1 = ra.row_of_node // 64
+    for c in range(6):
+        share = torch.bincount(i1[comm == c], minlength=6).max().item() / 60
+        assert share >= 0.95, f"community {c}: only {share:.2f} in its main i1 block"
+    assert ra.stats["purity_i1"] >= 0.95
+    rand = assign_rows(ei, 360, p, method="random", seed=seed, labels=comm)
+    assert rand.stats["purity_i1"] < 0.6
+
+
+def test_cora_hierarchical_shares_far_more_than_random(shared_data):
+    data = np.load(shared_data / "cora.npz")
+    ei, n, y = torch.from_numpy(data["edge_index"]), int(data["num_nodes"]), data["y"]
+    p = (8, 20, 18)
+    hier = assign_rows(ei, n, p, labels=torch.from_numpy(y))
+    rand = assign_rows(ei, n, p, method="random", labels=torch.from_numpy(y))
+    _check_injective(hier, n, p)
+    assert hier.stats["share_i1"] > 0.8  # measured 0.90
+    assert hier.stats["share_i1"] > 4 * rand.stats["share_i1"]  # random: about 1/8
+    assert hier.stats["share_i12"] > 20 * rand.stats["share_i12"]
+    assert hier.stats["purity_i1"] > rand.stats["purity_i1"] + 0.15
+
+
+@pytest.mark.parametrize("k", [1, 3, 7])
+def test_metis_flat_parts_are_contiguous_row_ranges(k):
+    ei, n = _messy_graph(1)
+    graph = to_csr(ei, n)
+    rowptr, col = graph.rowptr.numpy(), graph.col.numpy()
+    part = part_graph(rowptr, col, k, seed=2)  # the oracle: the same METIS call
+    rows = metis_flat_rows(rowptr, col, k, seed=2)
+    start = 0
+    for q in range(k):
+        members = np.flatnonzero(part == q)
+        assert sorted(rows[members].tolist()) == list(range(start, start + members.size))
+        # Inside a part, nodes keep their id order.
+        assert np.all(np.diff(rows[members]) > 0)
+        start += members.size
+    ra = assign_rows(ei, n, (16, 16), method="metis-flat", num_parts=k, seed=2)
+    assert np.array_equal(ra.row_of_node.numpy(), rows)
+
+
+def test_metis_flat_zero_parts_is_original_order():
+    ei, n = _messy_graph()
+    ra = assign_rows(ei, n, (16, 16), method="metis-flat", num_parts=0)
+    assert torch.equal(ra.row_of_node, torch.arange(n))
+    assert torch.equal(assign_rows(ei, n, (16, 16), method="original").row_of_node,
+                       torch.arange(n))
+
+
+def test_rcm_and_random_orders():
+    # A path graph in shuffled ids: RCM puts path neighbours on adjacent rows.
+    n = 50
+    perm = torch.from_numpy(np.random.default_rng(0).permutation(n))
+    ei = torch.stack([perm[:-1], perm[1:]])
+    rows = assign_rows(ei, n, (50, 1), method="rcm").row_of_node
+    assert (rows[ei[0]] - rows[ei[1]]).abs().max().item() == 1
+    r1 = assign_rows(ei, n, (50, 1), method="random", seed=1).row_of_node
+    r2 = assign_rows(ei, n, (50, 1), method="random", seed=2).row_of_node
+    assert not torch.equal(r1, r2)
+
+
+def test_cache_round_trip_skips_recomputation(tmp_path, monkeypatch):
+    ei, n = _messy_graph()
+    first = assign_rows(ei, n, (6, 7, 6), seed=3, cache_dir=tmp_path)
+    assert not first.stats["cache_hit"]
+    files = list(tmp_path.glob("rows-hierarchical-*.pt"))
+    assert len(files) == 1
+
+    def boom(*args, **kwargs):
+        raise AssertionError("recomputed despite a valid cache")
+
+    monkeypatch.setattr(partition.assign, "hierarchical_rows", boom)
+    second = assign_rows(ei, n, (6, 7, 6), seed=3, cache_dir=tmp_path)
+    assert second.stats["cache_hit"]
+    assert torch.equal(first.row_of_node, second.row_of_node)
+    assert second.stats["edge_cut"] == first.stats["edge_cut"]
+    assert second.stats["moved"] == first.stats["moved"]
+    # Any other parameter is another key: a miss (which here would recompute).
+    with pytest.raises(AssertionError, match="recomputed"):
+        assign_rows(ei, n, (6, 7, 6), seed=4, cache_dir=tmp_path)
+
+
+def test_corrupt_cache_warns_and_recomputes(tmp_path):
+    ei, n = _messy_graph()
+    good = assign_rows(ei, n, (6, 7, 6), cache_dir=tmp_path)
+    (path,) = tmp_path.glob("*.pt")
+    path.write_bytes(b"not a torch file" * 10)
+    with pytest.warns(RuntimeWarning, match="unreadable"):
+        again = assign_rows(ei, n, (6, 7, 6), cache_dir=tmp_path)
+    assert not again.stats["cache_hit"]
+    assert torch.equal(good.row_of_node, again.row_of_node)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the rewritten file is valid again
+        assert assign_rows(ei, n, (6, 7, 6), cache_dir=tmp_path).stats["cache_hit"]
+
+
+def test_tampered_cache_is_not_trusted(tmp_path):
+    ei, n = _messy_graph()
+    good = assign_rows(ei, n, (6, 7, 6), cache_dir=tmp_path)
+    (path,) = tmp_path.glob("*.pt")
+    obj = torch.load(path, weights_only=True)
+    obj["row_of_node"] = obj["row_of_node"].flip(0)
+    torch.save(obj, path)
+    with pytest.warns(RuntimeWarning, match="does not match its digest"):
+        again = assign_rows(ei, n, (6, 7, 6), cache_dir=tmp_path)
+    assert torch.equal(good.row_of_node, again.row_of_node)
+    obj = torch.load(path, weights_only=True)
+    obj["params"]["seed"] = 9
+    torch.save(obj, path)
+    with pytest.warns(RuntimeWarning, match="written for other inputs"):
+        assign_rows(ei, n, (6, 7, 6), cache_dir=tmp_path)
+
+
+def test_errors_name_the_values():
+    ei, n = _messy_graph()
+    with pytest.raises(ValueError, match=r"prod = 225 rows, fewer than num_nodes = 230"):
+        assign_rows(ei, n, (15, 15))
+    with pytest.raises(ValueError, match=r"node id 230, outside \[0, num_nodes=230\)"):
+        assign_rows(torch.cat([ei, torch.tensor([[0], [230]])], 1), n, (16, 16))
+    with pytest.raises(ValueError, match=r"negative node id \(-1\)"):
+        assign_rows(torch.cat([ei, torch.tensor([[-1], [3]])], 1), n, (16, 16))
+    with pytest.raises(ValueError, match="needs num_parts"):
+        assign_rows(ei, n, (16, 16), method="metis-flat")
+    with pytest.raises(ValueError, match=r"num_parts must lie in \[0, num_nodes = 230\], got 231"):
+        assign_rows(ei, n, (16, 16), method="metis-flat", num_parts=231)
+    with pytest.raises(ValueError, match="unknown method 'spectral'; valid: hierarchical"):
+        assign_rows(ei, n, (16, 16), method="spectral")
+    with pytest.raises(ValueError, match=r"tt_p_shapes must be .* got \(16, 0\)"):
+        assign_rows(ei, n, (16, 0))
+    with pytest.raises(ValueError, match=r"expected 230, got int64 \[229\]"):
+        assign_rows(ei, n, (16, 16), labels=torch.zeros(229, dtype=torch.long))
+
+
+def test_missing_pymetis_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pymetis", None)  # makes `import pymetis` fail
+    ei, n = _messy_graph()
+    with pytest.raises(ImportError, match="needs the 'pymetis' package"):
+        assign_rows(ei, n, (16, 16))
+
+
+def test_repr():
+    ei, n = _messy_graph()
+    ra = assign_rows(ei, n, (16, 16), method="metis-flat", num_parts=4)
+    assert repr(ra) == ("RowAssignment(method=metis-flat, num_nodes=230, tt_p_shapes=(16, 16), "
+                        "num_parts=4, seed=0)")
