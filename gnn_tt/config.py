@@ -135,7 +135,7 @@ class TrainConfig:
         "neighbours per hop, comma separated, first = next to the seeds, -1 = all "
         "(None: 10 per layer)"))
     eval_fanouts: tuple[int, ...] | None = field(default=None, metadata=_help(
-        "fanouts of evaluation (None: the training fanouts; -1,-1,... = exact)"))
+        "fanouts of evaluation (None: the training fanouts; --eval-fanouts=-1,-1,-1 = exact)"))
     batch_size: int = field(default=512, metadata=_help("seeds per training batch per rank"))
     eval_batch_size: int | None = field(default=None, metadata=_help(
         "seeds per evaluation batch (None: 2 * batch_size)"))

@@ -33,8 +33,19 @@ def init_from_env(device: torch.device) -> bool:
             raise RuntimeError(f"RANK is set but {name} is not: launch with torchrun, or set "
                                f"RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT together")
     backend = "nccl" if device.type == "cuda" else "gloo"
-    kwargs = {"device_id": device} if device.type == "cuda" else {}
-    dist.init_process_group(backend=backend, init_method="env://", **kwargs)
+    kwargs: dict = {"device_id": device} if device.type == "cuda" else {}
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        # torchrun's agent hosts the store and keeps it across restarts: the keys of the dead
+        # attempt (its ranks' addresses) would be read again and the new ranks would try to
+        # connect to dead ports. A prefix per restart attempt keeps the attempts apart.
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                              int(os.environ["WORLD_SIZE"]), is_master=False)
+        kwargs.update(store=dist.PrefixStore(f"gnn_tt/attempt_{attempt}", store),
+                      rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]))
+    else:
+        kwargs["init_method"] = "env://"
+    dist.init_process_group(backend=backend, **kwargs)
     return True
 
 

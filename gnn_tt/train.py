@@ -136,17 +136,17 @@ def build_model(config: TrainConfig, dataset: GraphDataset, layout: Layout,
 
 def distribute(model: NodeClassifier, device: torch.device) -> torch.nn.Module:
     """DDP over the GNN and the TT cores (the full table and the per-node buffers stay out,
-    see ``models.wrap_ddp``); the model itself in a single process. Buffers are not broadcast
-    per step: :func:`sync_buffers` aligns them once per epoch."""
+    see ``models.wrap_ddp``); the model itself in a single process."""
     if dist.world_size() == 1:
         return model
-    return wrap_ddp(model, device_ids=[device] if device.type == "cuda" else None,
-                    broadcast_buffers=False)
+    return wrap_ddp(model, device_ids=[device] if device.type == "cuda" else None)
 
 
 def sync_buffers(model: NodeClassifier) -> None:
-    """Copy rank 0's floating buffers (batch-norm running statistics, which each rank updates
-    from its own batches) to every rank, so replicas evaluate and checkpoint identically.
+    """Copy rank 0's floating buffers to every rank. DDP broadcasts them before each forward,
+    but each rank then updates its batch-norm running statistics from its own batch: after
+    the last step of an epoch they differ, and the replicas must evaluate and checkpoint
+    identically.
     Per-node data buffers (features, row_of_node) are identical by construction: skipped."""
     ignored = set(model.ddp_ignored_names())
     for name, buf in model.named_buffers():

@@ -1,0 +1,151 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from gnn_tt.checkpoint import CHECKPOINT_NAME, CheckpointError
+from gnn_tt.config import TrainConfig
+from gnn_tt.train import FAIL_ENV, main, run
+
+# A small products-like graph where structure predicts labels (8 classes, chance 0.125).
+GRAPH = "synthetic:nodes=3000,degree=10,classes=8,seed=0"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def small(tmp_path: Path, name: str, **overrides) -> TrainConfig:
+    values = dict(dataset=GRAPH, model="sage", emb="tt", emb_dim=16, tt_rank=8,
+                  num_layers=2, hidden=32, fanouts=(5, 5), batch_size=64, eval_batch_size=512,
+                  epochs=4, lr=0.01, emb_lr=0.05, device="cpu", num_threads=1,
+                  cache_dir=str(tmp_path / "cache"), output=str(tmp_path / name))
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def read_metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def without_times(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if "seconds" not in k} for r in records]
+
+
+def test_tt_hierarchical_learns_and_beats_random_rows(tmp_path):
+    hier = run(small(tmp_path, "hier"))
+    rand = run(small(tmp_path, "rand", partition="random"))
+    assert hier["test_acc"]["mean"] > 0.6  # chance is 0.125
+    assert hier["test_acc"]["mean"] > rand["test_acc"]["mean"] + 0.05
+    assert hier["compression_ratio"] > 1.0
+
+
+def test_output_directory(tmp_path):
+    cfg = small(tmp_path, "out", epochs=2, runs=2, eval_every=1)
+    summary = run(cfg)
+    out = Path(cfg.output)
+    assert json.loads((out / "config.json").read_text()) == cfg.to_dict()
+    assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(summary))
+    assert (out / CHECKPOINT_NAME).exists()
+    records = read_metrics(out)
+    assert [(r["run"], r["epoch"]) for r in records] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    # Best-validation selection: each run reports the test accuracy of its best-val epoch.
+    for result in summary["runs"]:
+        mine = [r for r in records if r["run"] == result["run"]]
+        best = max(mine, key=lambda r: r["val_acc"])
+        assert (result["val_acc"], result["test_acc"]) == (best["val_acc"], best["test_acc"])
+    tests = [r["test_acc"] for r in summary["runs"]]
+    assert summary["test_acc"]["mean"] == pytest.approx(sum(tests) / 2)
+    mean = sum(tests) / 2
+    assert summary["test_acc"]["std"] == pytest.approx(  # sample std, as OGB's logger
+        (sum((t - mean) ** 2 for t in tests) / (2 - 1)) ** 0.5)
+    n = summary["dataset_summary"]["num_nodes"]
+    assert summary["full_table_parameters"] == n * 16
+    assert summary["embedding_parameters"] < n * 16
+    assert summary["compression_ratio"] == pytest.approx(n * 16 / summary["embedding_parameters"])
+    assert summary["epoch_seconds"] > 0 and summary["peak_memory_bytes"] > 0
+
+
+def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path):
+    cfg = small(tmp_path, "resumed", epochs=3, runs=2, model="gat", hidden=8, heads=2)
+    whole = run(small(tmp_path, "whole", epochs=3, runs=2, model="gat", hidden=8, heads=2))
+    # The first attempt dies (os._exit) right after epoch 1 of run 0 was checkpointed.
+    args = [sys.executable, "-m", "gnn_tt.train"]
+    for k, v in cfg.to_dict().items():
+        if isinstance(v, bool):
+            args.append(f"--{'' if v else 'no-'}{k.replace('_', '-')}")
+        elif v is not None:
+            args += [f"--{k.replace('_', '-')}", ",".join(map(str, v)) if isinstance(v, list)
+                     else str(v)]
+    env = {**os.environ, FAIL_ENV: "0:1"}
+    died = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True)
+    assert died.returncode == 17, died.stderr
+    assert len(read_metrics(Path(cfg.output))) == 2
+    resumed = run(TrainConfig.from_dict({**cfg.to_dict(), "resume": True}))
+    assert without_times(read_metrics(Path(cfg.output))) == \
+        without_times(read_metrics(Path(whole["output"])))
+    for key in ("test_acc", "val_acc"):
+        assert resumed[key] == whole[key]
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    import gnn_tt.train as train
+
+    cfg = small(tmp_path, "nan", epochs=3)
+    calls = {"n": 0}
+    real = train.F.cross_entropy
+    batches_per_epoch = -(-240 // 64)  # 8% of 3000 nodes train, batch 64
+
+    def poisoned(logits, target):
+        calls["n"] += 1
+        loss = real(logits, target)
+        return loss * float("nan") if calls["n"] > batches_per_epoch else loss
+
+    monkeypatch.setattr(train.F, "cross_entropy", poisoned)
+    with pytest.raises(FloatingPointError, match=r"loss is nan in run 0 epoch 1; stopping"):
+        run(cfg)
+    state = torch.load(Path(cfg.output) / CHECKPOINT_NAME, weights_only=True)
+    assert (state["run"], state["epoch"]) == (0, 1)
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_resume_refuses_another_config_and_a_corrupt_file(tmp_path, capsys):
+    cfg = small(tmp_path, "ck", epochs=1)
+    run(cfg)
+    other = TrainConfig.from_dict({**cfg.to_dict(), "hidden": 16, "resume": True})
+    with pytest.raises(CheckpointError, match=r"different config \(differing fields: hidden: "
+                                              r"checkpoint 32 vs now 16\)"):
+        run(other)
+    ckpt = Path(cfg.output) / CHECKPOINT_NAME
+    ckpt.write_bytes(ckpt.read_bytes()[:100])
+    resume = TrainConfig.from_dict({**cfg.to_dict(), "resume": True})
+    with pytest.raises(CheckpointError, match=r"ck/checkpoint.pt' is corrupt or unreadable"):
+        run(resume)
+    # The CLI turns it into a message and exit status 1.
+    assert main(["--dataset", GRAPH, "--output", cfg.output, "--resume", "--emb-dim", "16",
+                 "--tt-rank", "8", "--num-layers", "2", "--fanouts", "5,5",
+                 "--batch-size", "64", "--cache-dir", cfg.cache_dir]) == 1
+    assert "gnn-tt train: error: checkpoint" in capsys.readouterr().err
+
+
+def test_bad_input_errors(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown dataset 'cora'; valid forms: ogbn-products"):
+        run(small(tmp_path, "e1", dataset="cora"))
+    with pytest.raises(ValueError, match=r"batch_size=5000 is larger than the training split "
+                                         r"of .* \(240 nodes\)"):
+        run(small(tmp_path, "e2", batch_size=5000))
+
+
+def test_cora_npz_full_table_and_cli(tmp_path, shared_data, capsys):
+    cora = f"npz:{shared_data / 'cora.npz'}"
+    summary = run(small(tmp_path, "cora", dataset=cora, emb="full", epochs=3, lr=0.01,
+                        emb_lr=0.1))
+    assert summary["embedding_parameters"] == summary["full_table_parameters"]
+    assert summary["test_acc"]["mean"] > 0.3  # 7 classes
+    assert main(["--dataset", cora, "--model", "sage", "--emb", "tt", "--num-layers", "2",
+                 "--fanouts", "5,5", "--emb-dim", "16", "--tt-rank", "4", "--epochs", "1",
+                 "--device", "cpu", "--output", str(tmp_path / "cli"),
+                 "--cache-dir", str(tmp_path / "cache")]) == 0
+    table = capsys.readouterr().out
+    assert "test_acc" in table and "smaller" in table and str(tmp_path / "cli") in table
