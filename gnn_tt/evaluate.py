@@ -96,7 +96,7 @@ def evaluate_sampled(model: torch.nn.Module, graph: CSRGraph, y: Tensor,
             with autocast(device, amp):
                 logits = model(batch)  # [batch_size, C]
             preds.append(logits.argmax(dim=-1))
-            trues.append(y[batch.n_id[: batch.batch_size].cpu()].to(device))
+            trues.append(y[batch.n_id[: batch.batch_size].to(y.device)].to(device))
         y_pred = torch.cat(preds) if preds else torch.empty(0, dtype=torch.long, device=device)
         y_true = torch.cat(trues) if trues else torch.empty(0, dtype=torch.long, device=device)
         out[name] = split_accuracy(y_pred, y_true, ogb_name)

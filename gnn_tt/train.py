@@ -73,10 +73,7 @@ class Layout:
     tt_p_shapes: tuple[int, ...] | None
     tt_q_shapes: tuple[int, ...] | None
     stats: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def digest(self) -> str | None:
-        return None if self.row_of_node is None else tensor_digest(self.row_of_node)
+    digest: str | None = None  # of row_of_node, stored in checkpoints
 
 
 def tt_shapes(config: TrainConfig, num_nodes: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -111,7 +108,7 @@ def build_layout(config: TrainConfig, dataset: GraphDataset, device: torch.devic
         # NCCL broadcasts device tensors only; gloo host tensors.
         rows = dist.broadcast_(rows.to(device)).cpu()
         stats = dist.broadcast_object(stats)
-    return Layout(rows, p, q, dict(stats or {}))
+    return Layout(rows, p, q, dict(stats or {}), tensor_digest(rows))
 
 
 def build_model(config: TrainConfig, dataset: GraphDataset, layout: Layout,
@@ -174,6 +171,14 @@ def _fail_hook(epoch: int) -> None:
         print(f"[{FAIL_ENV}] rank {fail_rank} exits after epoch {epoch}", file=sys.stderr,
               flush=True)
         os._exit(17)
+
+
+def _epoch_line(record: dict[str, Any]) -> str:
+    line = (f"run {record['run']} epoch {record['epoch']}: loss {record['loss']:.4f}, "
+            f"{record['epoch_seconds']:.2f} s")
+    if "val_acc" in record:
+        line += f", val {record['val_acc']:.4f}, test {record['test_acc']:.4f}"
+    return line
 
 
 def _stats(values: Sequence[float]) -> dict[str, Any]:
@@ -299,8 +304,8 @@ class Trainer:
                     if cfg.layerwise_inference:
                         run_state["best_model"] = copy.deepcopy(model.state_dict())
             self.history.append(record)
-            if self.progress:
-                tqdm.write(json.dumps(record))
+            if self.main:
+                tqdm.write(_epoch_line(record))
             self.save(run, epoch + 1, model, optimizers, run_state)
             _fail_hook(epoch)
         result = {"run": run, "seed": run_seed, "val_acc": run_state["best_val"],
@@ -443,7 +448,7 @@ def format_summary(summary: dict[str, Any]) -> str:
            "runs": len(summary["runs"]), "val_acc": pm(summary["val_acc"]),
            "test_acc": pm(summary["test_acc"]),
            "emb_params": f"{summary['embedding_parameters']:,}",
-           "vs_full_table": f"{ratio:,.0f}x smaller" if ratio else "-",
+           "vs_full_table": f"{ratio:,.1f}x smaller" if ratio and ratio > 1 else "full size",
            "epoch_s": round(summary["epoch_seconds"], 2),
            "total_s": round(summary["total_seconds"], 1)}
     return format_table([row]) + f"\noutput: {summary['output']}"
@@ -457,7 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CheckpointError, FloatingPointError, ValueError, FileNotFoundError) as err:
         print(f"gnn-tt train: error: {err}", file=sys.stderr)
         return 1
-    if dist.rank() == 0 and int(os.environ.get("RANK", "0")) == 0:
+    if int(os.environ.get("RANK", "0")) == 0:
         print(format_summary(summary))
     return 0
 
