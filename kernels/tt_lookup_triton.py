@@ -17,10 +17,12 @@ reduction over rows (or unique prefixes) sorted by the slice they update:
 - ``_tt_grad_core2_kernel`` / ``_tt_grad_core1_kernel``: ``dG2[i2]``, ``dG1[i1]`` from ``dT12``
   (unique prefixes by i2 / by i1).
 
-With ``deterministic=True`` each gradient slice is written by exactly one program that adds its
-rows in a fixed order, so results are bitwise reproducible. ``deterministic=False`` splits long
-segments into chunks of ``_ATOMIC_CHUNK`` rows combined with ``tl.atomic_add``: better load
-balance for skewed ids, but the order of float additions (so the last bits) varies run to run.
+Runs of one slice longer than ``_CHUNK_ROWS`` rows (``_CHUNK_PREFIXES`` prefixes) are split
+over several programs, so skewed ids (one hot digit) still fill the GPU. With
+``deterministic=True`` (default) a split slice's chunks write partial sums that
+``_segment_sum_kernel`` adds in chunk order: results are bitwise reproducible.
+``deterministic=False`` lets the chunks ``tl.atomic_add`` into the slice instead: one pass less
+and no partial buffer, but the order of float additions (so the last bits) varies run to run.
 
 Products use broadcast-multiply-sum instead of ``tl.dot`` so that any q factor and any rank
 (1 included, where ``tl.dot``'s minimum of 16 does not hold) compiles on a GPU and runs under
@@ -34,7 +36,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 import triton
@@ -49,8 +51,10 @@ _BLOCK_ROWS = 32
 _MAX_BLOCK_D = 128
 # Rows loaded per step by the segmented backward kernels.
 _BLOCK_SEG = 16
-# Segment length handled by one program in the atomic (non-deterministic) backward.
-_ATOMIC_CHUNK = 256
+# Items (rows; unique prefixes) one backward program reduces at most: longer runs of one
+# gradient slice are split for parallelism and recombined (ordered sum, or atomics).
+_CHUNK_ROWS = 256
+_CHUNK_PREFIXES = 64
 _warned_fallback: set[int] = set()
 
 
@@ -105,18 +109,49 @@ def _tt_rows_kernel(
 
 
 @triton.jit
+def _store_slice(out_ptr, partial_ptr, dest, local, acc, mask, SLICE, ATOMIC: tl.constexpr):
+    # One chunk's sum for one gradient slice of SLICE values (local: offsets inside the slice).
+    if ATOMIC:  # the chunks of a slice meet here; the float addition order is not fixed
+        tl.atomic_add(out_ptr + dest * SLICE + local, acc, mask=mask)
+    else:
+        # dest >= 0: the chunk is its slice's only one and writes it; dest < 0: row -dest-1 of
+        # the partial buffer, summed in chunk order by _segment_sum_kernel.
+        # dest is broadcast to the tile first: the interpreter cannot mask with a scalar bool.
+        dest_tile = tl.full(local.shape, 0, tl.int64) + dest
+        row = tl.where(dest_tile >= 0, dest_tile, -dest_tile - 1)
+        tl.store(out_ptr + row * SLICE + local, acc, mask=mask & (dest_tile >= 0))
+        tl.store(partial_ptr + row * SLICE + local, acc, mask=mask & (dest_tile < 0))
+
+
+@triton.jit
+def _segment_sum_kernel(
+    partial_ptr, start_ptr, end_ptr, key_ptr, out_ptr, SLICE, BLOCK: tl.constexpr,
+):
+    # out[key] = sum of partial rows start..end-1 in order (deterministic), BLOCK values a program.
+    pid = tl.program_id(0)
+    start = tl.load(start_ptr + pid)
+    end = tl.load(end_ptr + pid)
+    key = tl.load(key_ptr + pid)
+    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    mask = cols < SLICE
+    acc = tl.zeros((BLOCK,), dtype=out_ptr.dtype.element_ty)
+    for k in range(start, end):
+        acc += tl.load(partial_ptr + k * SLICE + cols, mask=mask, other=0.0)
+    tl.store(out_ptr + key * SLICE + cols, acc, mask=mask)
+
+
+@triton.jit
 def _tt_grad_t12_kernel(
-    dout_ptr, g3_ptr, i3_ptr, order_ptr, seg_start_ptr, seg_end_ptr, seg_key_ptr, dt12_ptr,
+    dout_ptr, g3_ptr, i3_ptr, order_ptr, start_ptr, end_ptr, dest_ptr, dt12_ptr, partial_ptr,
     P3, Q12, Q3, R2, D,
     ACC_DTYPE: tl.constexpr, ATOMIC: tl.constexpr, BLOCK_B: tl.constexpr,
     BLOCK_Q12: tl.constexpr, BLOCK_R2: tl.constexpr,
 ):
-    # dT12[u] (q12, R2) = sum over the rows b of one segment (all with prefix u) of
-    # dout[b] viewed (q12, q3) times G3[:, i3[b], :, 0]^T (q3, R2).
+    # Over a chunk of rows b sharing one prefix u: dT12[u] (q12, R2) += dout[b] viewed
+    # (q12, q3) times G3[:, i3[b], :, 0]^T (q3, R2).
     pid = tl.program_id(0)
-    start = tl.load(seg_start_ptr + pid)
-    end = tl.load(seg_end_ptr + pid)
-    u = tl.load(seg_key_ptr + pid)
+    start = tl.load(start_ptr + pid)
+    end = tl.load(end_ptr + pid)
     m = tl.arange(0, BLOCK_Q12)
     s = tl.arange(0, BLOCK_R2)
     mask_m = m < Q12
@@ -133,27 +168,22 @@ def _tt_grad_t12_kernel(
             g = tl.load(g3_ptr + (s[None, :] * P3 + i3[:, None]) * Q3 + j3,
                         mask=mask_b[:, None] & mask_s[None, :], other=0.0).to(ACC_DTYPE)
             acc += tl.sum(d[:, :, None] * g[:, None, :], axis=0)  # (BLOCK_B, q12, R2) -> (q12, R2)
-    ptrs = dt12_ptr + (u * Q12 + m[:, None]) * R2 + s[None, :]
-    mask = mask_m[:, None] & mask_s[None, :]
-    if ATOMIC:  # several chunks of one segment meet here; float addition order is not fixed
-        tl.atomic_add(ptrs, acc, mask=mask)
-    else:
-        tl.store(ptrs, acc, mask=mask)
+    _store_slice(dt12_ptr, partial_ptr, tl.load(dest_ptr + pid), m[:, None] * R2 + s[None, :],
+                 acc, mask_m[:, None] & mask_s[None, :], Q12 * R2, ATOMIC)
 
 
 @triton.jit
 def _tt_grad_core3_kernel(
-    dout_ptr, t12_ptr, inv_ptr, order_ptr, seg_start_ptr, seg_end_ptr, seg_key_ptr, dg3_ptr,
-    P3, Q12, Q3, R2, D,
+    dout_ptr, t12_ptr, inv_ptr, order_ptr, start_ptr, end_ptr, dest_ptr, dg3t_ptr, partial_ptr,
+    Q12, Q3, R2, D,
     ACC_DTYPE: tl.constexpr, ATOMIC: tl.constexpr, BLOCK_B: tl.constexpr,
     BLOCK_R2: tl.constexpr, BLOCK_Q3: tl.constexpr,
 ):
-    # dG3[:, i3, :, 0] (R2, q3) = sum over the rows b of one segment (all with digit i3) of
-    # T12[inv[b]]^T (R2, q12) times dout[b] viewed (q12, q3).
+    # Over a chunk of rows b sharing one digit i3: dG3t[i3] (R2, q3) += T12[inv[b]]^T (R2, q12)
+    # times dout[b] viewed (q12, q3). dG3t is G3's gradient laid out (p3, R2, q3).
     pid = tl.program_id(0)
-    start = tl.load(seg_start_ptr + pid)
-    end = tl.load(seg_end_ptr + pid)
-    i3 = tl.load(seg_key_ptr + pid)
+    start = tl.load(start_ptr + pid)
+    end = tl.load(end_ptr + pid)
     s = tl.arange(0, BLOCK_R2)
     j3 = tl.arange(0, BLOCK_Q3)
     mask_s = s < R2
@@ -170,26 +200,23 @@ def _tt_grad_core3_kernel(
             d = tl.load(dout_ptr + rows[:, None] * D + j12 * Q3 + j3[None, :],
                         mask=mask_b[:, None] & mask_j[None, :], other=0.0).to(ACC_DTYPE)
             acc += tl.sum(t[:, :, None] * d[:, None, :], axis=0)  # (BLOCK_B, R2, q3) -> (R2, q3)
-    ptrs = dg3_ptr + (s[:, None] * P3 + i3) * Q3 + j3[None, :]
-    mask = mask_s[:, None] & mask_j[None, :]
-    if ATOMIC:  # several chunks of one segment meet here; float addition order is not fixed
-        tl.atomic_add(ptrs, acc, mask=mask)
-    else:
-        tl.store(ptrs, acc, mask=mask)
+    _store_slice(dg3t_ptr, partial_ptr, tl.load(dest_ptr + pid), s[:, None] * Q3 + j3[None, :],
+                 acc, mask_s[:, None] & mask_j[None, :], R2 * Q3, ATOMIC)
 
 
 @triton.jit
 def _tt_grad_core2_kernel(
-    dt12_ptr, g1_ptr, uniq_i1_ptr, order_ptr, seg_start_ptr, seg_end_ptr, seg_key_ptr, dg2_ptr,
-    P2, Q1, Q2, R1, R2,
-    ACC_DTYPE: tl.constexpr, BLOCK_R1: tl.constexpr, BLOCK_C: tl.constexpr,
+    dt12_ptr, g1_ptr, uniq_i1_ptr, order_ptr, start_ptr, end_ptr, dest_ptr, dg2t_ptr,
+    partial_ptr, Q1, Q2, R1, R2,
+    ACC_DTYPE: tl.constexpr, ATOMIC: tl.constexpr, BLOCK_R1: tl.constexpr,
+    BLOCK_C: tl.constexpr,
 ):
-    # dG2[:, i2, :, :] viewed (R1, q2*R2) = sum over unique prefixes u with digit i2 and over j1
+    # Over a chunk of unique prefixes u sharing one digit i2: dG2t[i2] (R1, q2*R2) += sum over j1
     # of G1[0, i1(u), j1, :]^T (R1, 1) times dT12[u, j1*q2:(j1+1)*q2, :] viewed (1, q2*R2).
+    # dG2t is G2's gradient laid out (p2, R1, q2, R2).
     pid = tl.program_id(0)
-    start = tl.load(seg_start_ptr + pid)
-    end = tl.load(seg_end_ptr + pid)
-    i2 = tl.load(seg_key_ptr + pid)
+    start = tl.load(start_ptr + pid)
+    end = tl.load(end_ptr + pid)
     r = tl.arange(0, BLOCK_R1)
     c = tl.arange(0, BLOCK_C)  # c = j2*R2 + s
     mask_r = r < R1
@@ -200,26 +227,25 @@ def _tt_grad_core2_kernel(
         i1 = tl.load(uniq_i1_ptr + u)
         for j1 in range(Q1):
             a = tl.load(g1_ptr + (i1 * Q1 + j1) * R1 + r, mask=mask_r, other=0.0).to(ACC_DTYPE)
-            # dT12[u, j1*q2 + j2, s] = dT12 flat at (u*q1 + j1)*q2*R2 + c.
+            # dT12[u, j1*q2 + j2, s] is dT12 flat at (u*q1 + j1)*q2*R2 + c.
             dt = tl.load(dt12_ptr + (u * Q1 + j1) * (Q2 * R2) + c, mask=mask_c, other=0.0)
             acc += a[:, None] * dt[None, :]
-    ptrs = dg2_ptr + (r[:, None] * P2 + i2) * (Q2 * R2) + c[None, :]
-    tl.store(ptrs, acc, mask=mask_r[:, None] & mask_c[None, :])
+    _store_slice(dg2t_ptr, partial_ptr, tl.load(dest_ptr + pid), r[:, None] * (Q2 * R2)
+                 + c[None, :], acc, mask_r[:, None] & mask_c[None, :], R1 * Q2 * R2, ATOMIC)
 
 
 @triton.jit
 def _tt_grad_core1_kernel(
-    dt12_ptr, g2_ptr, uniq_i2_ptr, seg_start_ptr, seg_end_ptr, seg_key_ptr, dg1_ptr,
-    P2, Q1, Q2, R1, R2,
-    ACC_DTYPE: tl.constexpr, BLOCK_Q1: tl.constexpr, BLOCK_R1: tl.constexpr,
-    BLOCK_R2: tl.constexpr,
+    dt12_ptr, g2_ptr, uniq_i2_ptr, order_ptr, start_ptr, end_ptr, dest_ptr, dg1_ptr,
+    partial_ptr, P2, Q1, Q2, R1, R2,
+    ACC_DTYPE: tl.constexpr, ATOMIC: tl.constexpr, BLOCK_Q1: tl.constexpr,
+    BLOCK_R1: tl.constexpr, BLOCK_R2: tl.constexpr,
 ):
-    # dG1[0, i1] (q1, R1) = sum over unique prefixes u with digit i1 and over j2 of
-    # dT12[u, j1*q2 + j2, :] (q1, R2) times G2[:, i2(u), j2, :]^T (R2, R1).
+    # Over a chunk of unique prefixes u sharing one digit i1: dG1[0, i1] (q1, R1) += sum over j2
+    # of dT12[u, j1*q2 + j2, :] (q1, R2) times G2[:, i2(u), j2, :]^T (R2, R1).
     pid = tl.program_id(0)
-    start = tl.load(seg_start_ptr + pid)
-    end = tl.load(seg_end_ptr + pid)
-    i1 = tl.load(seg_key_ptr + pid)
+    start = tl.load(start_ptr + pid)
+    end = tl.load(end_ptr + pid)
     j1 = tl.arange(0, BLOCK_Q1)
     r = tl.arange(0, BLOCK_R1)
     s = tl.arange(0, BLOCK_R2)
@@ -227,7 +253,8 @@ def _tt_grad_core1_kernel(
     mask_r = r < R1
     mask_s = s < R2
     acc = tl.zeros((BLOCK_Q1, BLOCK_R1), dtype=ACC_DTYPE)
-    for u in range(start, end):  # unique prefixes are sorted by (i1, i2): a segment is a range
+    for k in range(start, end):
+        u = tl.load(order_ptr + k)
         i2 = tl.load(uniq_i2_ptr + u)
         for j2 in range(Q2):
             dt = tl.load(dt12_ptr + ((u * Q1 + j1[:, None]) * Q2 + j2) * R2 + s[None, :],
@@ -235,8 +262,8 @@ def _tt_grad_core1_kernel(
             g = tl.load(g2_ptr + ((r[:, None] * P2 + i2) * Q2 + j2) * R2 + s[None, :],
                         mask=mask_r[:, None] & mask_s[None, :], other=0.0).to(ACC_DTYPE)
             acc += tl.sum(dt[:, None, :] * g[None, :, :], axis=2)  # (q1, R1, R2) -> (q1, R1)
-    ptrs = dg1_ptr + (i1 * Q1 + j1[:, None]) * R1 + r[None, :]
-    tl.store(ptrs, acc, mask=mask_j[:, None] & mask_r[None, :])
+    _store_slice(dg1_ptr, partial_ptr, tl.load(dest_ptr + pid), j1[:, None] * R1 + r[None, :],
+                 acc, mask_j[:, None] & mask_r[None, :], Q1 * R1, ATOMIC)
 
 
 def _interpreted() -> bool:
@@ -255,20 +282,61 @@ def _acc_dtype(dtype: torch.dtype) -> tuple[torch.dtype, tl.dtype]:
     return (torch.float64, tl.float64) if dtype == torch.float64 else (torch.float32, tl.float32)
 
 
-def _segments(sorted_keys: Tensor, chunk: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
-    """Runs of equal values in ``sorted_keys`` as ``(start, end, key)`` int64 tensors, one entry
-    per program; with ``chunk``, runs longer than ``chunk`` are split into pieces of ``chunk``."""
-    keys, counts = torch.unique_consecutive(sorted_keys, return_counts=True)
-    ends = counts.cumsum(0)
-    starts = ends - counts
-    if chunk is None:
-        return starts, ends, keys
-    pieces = (counts + chunk - 1) // chunk  # [num_runs]
+class _ChunkPlan(NamedTuple):
+    """Programs of a segmented reduction over items sorted by the gradient slice they update.
+
+    Chunk ``c`` covers sorted positions ``start[c]:end[c]`` (at most ``chunk`` items, one slice)
+    and writes slice ``dest[c]`` if ``dest[c] >= 0``, else row ``-dest[c]-1`` of a partial
+    buffer; slice ``sum_key[s]`` is then the ordered sum of partial rows
+    ``sum_start[s]:sum_end[s]``. In atomic mode every chunk adds into ``dest[c]`` directly.
+    """
+
+    start: Tensor
+    end: Tensor
+    dest: Tensor
+    sum_start: Tensor
+    sum_end: Tensor
+    sum_key: Tensor
+
+
+def _chunk_plan(sorted_keys: Tensor, chunk: int, atomic: bool) -> _ChunkPlan:
+    """Split the runs of equal ``sorted_keys`` into chunks of at most ``chunk`` items."""
+    keys, counts = torch.unique_consecutive(sorted_keys, return_counts=True)  # one run per slice
+    run_end = counts.cumsum(0)
+    pieces = (counts + chunk - 1) // chunk  # chunks per run
     run = torch.repeat_interleave(torch.arange(keys.numel(), device=keys.device), pieces)
-    first_piece = pieces.cumsum(0) - pieces
-    piece_starts = starts[run] + (torch.arange(run.numel(), device=keys.device)
-                                  - first_piece[run]) * chunk
-    return piece_starts, torch.minimum(piece_starts + chunk, ends[run]), keys[run]
+    first_chunk = pieces.cumsum(0) - pieces
+    start = run_end[run] - counts[run] + (
+        torch.arange(run.numel(), device=keys.device) - first_chunk[run]) * chunk
+    end = torch.minimum(start + chunk, run_end[run])
+    split = pieces > 1
+    if atomic or not bool(split.any()):
+        empty = keys[:0]
+        return _ChunkPlan(start, end, keys[run], empty, empty, empty)
+    # Chunks of split runs get consecutive partial rows, in order, so each run's partials are a
+    # contiguous range.
+    chunk_split = split[run]
+    partial_row = chunk_split.cumsum(0) - 1
+    dest = torch.where(chunk_split, -partial_row - 1, keys[run])
+    sum_end = pieces[split].cumsum(0)
+    return _ChunkPlan(start, end, dest, sum_end - pieces[split], sum_end, keys[split])
+
+
+def _segmented(kernel, lead: Sequence[Tensor], order: Tensor, sorted_keys: Tensor, chunk: int,
+               atomic: bool, out: Tensor, scalars: Sequence[int], **meta) -> None:
+    """Run the segmented-reduction ``kernel`` over items ``order`` (sorted by ``sorted_keys``)
+    into ``out`` (num_slices, slice_size), zero-initialized, then sum split slices."""
+    plan = _chunk_plan(sorted_keys, chunk, atomic)
+    slice_size = out.shape[1]
+    num_partial = int(plan.sum_end[-1]) if plan.sum_end.numel() else 0
+    # A one-row buffer stands in when nothing is split (its stores are all masked off).
+    partial = torch.empty(max(num_partial, 1), slice_size, dtype=out.dtype, device=out.device)
+    kernel[(plan.start.numel(),)](*lead, order, plan.start, plan.end, plan.dest, out, partial,
+                                  *scalars, ATOMIC=atomic, **meta)
+    if num_partial:
+        block = min(_pow2(slice_size), 1024)
+        _segment_sum_kernel[(plan.sum_key.numel(), triton.cdiv(slice_size, block))](
+            partial, plan.sum_start, plan.sum_end, plan.sum_key, out, slice_size, BLOCK=block)
 
 
 class TTLookupTritonFunction(torch.autograd.Function):
@@ -287,8 +355,7 @@ class TTLookupTritonFunction(torch.autograd.Function):
         # Sorting by prefix gives the unique prefixes and, kept for backward, the row order of
         # the segmented dT12 reduction.
         sorted_prefix, perm = torch.sort(prefix, stable=True)
-        uniq, inv_sorted, counts = torch.unique_consecutive(
-            sorted_prefix, return_inverse=True, return_counts=True)
+        uniq, inv_sorted = torch.unique_consecutive(sorted_prefix, return_inverse=True)
         inv = torch.empty_like(inv_sorted)
         inv[perm] = inv_sorted  # inv[b]: unique-prefix index of row b
         uniq_i1, uniq_i2 = uniq // p2, uniq % p2
@@ -302,53 +369,50 @@ class TTLookupTritonFunction(torch.autograd.Function):
             _tt_rows_kernel[grid](
                 t12, g3, inv, i3, out, batch, p3, q3, r2, dim,
                 ACC_DTYPE=acc_tl, BLOCK_B=_BLOCK_ROWS, BLOCK_D=block_d)
-        ctx.save_for_backward(g1, g2, g3, t12, perm, inv, i3, uniq_i1, uniq_i2, counts)
+        ctx.save_for_backward(g1, g2, g3, t12, perm, inv_sorted, inv, i3, uniq_i1, uniq_i2)
         ctx.deterministic = deterministic
         ctx.p_shapes, ctx.q_shapes = p_shapes, q_shapes
         return out
 
     @staticmethod
     def backward(ctx, dout: Tensor):
-        g1, g2, g3, t12, perm, inv, i3, uniq_i1, uniq_i2, counts = ctx.saved_tensors
+        g1, g2, g3, t12, perm, inv_sorted, inv, i3, uniq_i1, uniq_i2 = ctx.saved_tensors
         (p1, p2, p3), (q1, q2, q3) = ctx.p_shapes, ctx.q_shapes
         r1, r2 = g2.shape[0], g2.shape[3]
         acc_torch, acc_tl = _acc_dtype(g1.dtype)
         dout = dout.contiguous()
         batch, dim, q12 = inv.numel(), q1 * q2 * q3, q1 * q2
-        chunk = None if ctx.deterministic else _ATOMIC_CHUNK
         atomic = not ctx.deterministic
-        # Gradients accumulate in acc dtype; slices no row touches stay zero.
-        dg1 = torch.zeros(g1.shape, dtype=acc_torch, device=g1.device)
-        dg2 = torch.zeros(g2.shape, dtype=acc_torch, device=g2.device)
-        dg3 = torch.zeros(g3.shape, dtype=acc_torch, device=g3.device)
+        device = g1.device
+        # Gradients accumulate in the acc dtype, each slice contiguous; untouched slices stay 0.
+        dg1 = torch.zeros(p1, q1 * r1, dtype=acc_torch, device=device)  # G1 (1, p1, q1, R1)
+        dg2t = torch.zeros(p2, r1 * q2 * r2, dtype=acc_torch, device=device)  # (p2, R1, q2, R2)
+        dg3t = torch.zeros(p3, r2 * q3, dtype=acc_torch, device=device)  # (p3, R2, q3)
         if batch:
-            # dT12 per unique prefix: rows in prefix order (perm), one run per unique prefix.
-            starts, ends, keys = _segments(inv[perm], chunk)
-            dt12 = torch.zeros_like(t12)  # (U, q12, R2)
-            _tt_grad_t12_kernel[(keys.numel(),)](
-                dout, g3, i3, perm, starts, ends, keys, dt12, p3, q12, q3, r2, dim,
-                ACC_DTYPE=acc_tl, ATOMIC=atomic, BLOCK_B=_BLOCK_SEG,
-                BLOCK_Q12=_pow2(q12), BLOCK_R2=_pow2(r2))
+            # dT12 per unique prefix: rows in prefix order (perm).
+            dt12 = torch.zeros(t12.shape[0], q12 * r2, dtype=acc_torch, device=device)
+            _segmented(_tt_grad_t12_kernel, (dout, g3, i3), perm, inv_sorted, _CHUNK_ROWS,
+                       atomic, dt12, (p3, q12, q3, r2, dim), ACC_DTYPE=acc_tl,
+                       BLOCK_B=_BLOCK_SEG, BLOCK_Q12=_pow2(q12), BLOCK_R2=_pow2(r2))
             # dG3 per digit i3: rows sorted by i3.
             sorted_i3, order3 = torch.sort(i3, stable=True)
-            starts, ends, keys = _segments(sorted_i3, chunk)
-            _tt_grad_core3_kernel[(keys.numel(),)](
-                dout, t12, inv, order3, starts, ends, keys, dg3, p3, q12, q3, r2, dim,
-                ACC_DTYPE=acc_tl, ATOMIC=atomic, BLOCK_B=_BLOCK_SEG,
-                BLOCK_R2=_pow2(r2), BLOCK_Q3=_pow2(q3))
-            # dG2 per digit i2: unique prefixes sorted by i2 (few, so always deterministic).
+            _segmented(_tt_grad_core3_kernel, (dout, t12, inv), order3, sorted_i3, _CHUNK_ROWS,
+                       atomic, dg3t, (q12, q3, r2, dim), ACC_DTYPE=acc_tl, BLOCK_B=_BLOCK_SEG,
+                       BLOCK_R2=_pow2(r2), BLOCK_Q3=_pow2(q3))
+            # dG2 per digit i2: unique prefixes sorted by i2.
             sorted_i2, order2 = torch.sort(uniq_i2, stable=True)
-            starts, ends, keys = _segments(sorted_i2)
-            _tt_grad_core2_kernel[(keys.numel(),)](
-                dt12, g1, uniq_i1, order2, starts, ends, keys, dg2, p2, q1, q2, r1, r2,
-                ACC_DTYPE=acc_tl, BLOCK_R1=_pow2(r1), BLOCK_C=_pow2(q2 * r2))
-            # dG1 per digit i1: unique prefixes are already sorted by i1.
-            starts, ends, keys = _segments(uniq_i1)
-            _tt_grad_core1_kernel[(keys.numel(),)](
-                dt12, g2, uniq_i2, starts, ends, keys, dg1, p2, q1, q2, r1, r2,
-                ACC_DTYPE=acc_tl, BLOCK_Q1=_pow2(q1), BLOCK_R1=_pow2(r1), BLOCK_R2=_pow2(r2))
-        grads = [g.to(core.dtype) for g, core in zip((dg1, dg2, dg3), (g1, g2, g3))]
-        return (None, None, None, None, *grads)
+            _segmented(_tt_grad_core2_kernel, (dt12, g1, uniq_i1), order2, sorted_i2,
+                       _CHUNK_PREFIXES, atomic, dg2t, (q1, q2, r1, r2), ACC_DTYPE=acc_tl,
+                       BLOCK_R1=_pow2(r1), BLOCK_C=_pow2(q2 * r2))
+            # dG1 per digit i1: unique prefixes are already sorted by (i1, i2).
+            order1 = torch.arange(uniq_i1.numel(), device=device)
+            _segmented(_tt_grad_core1_kernel, (dt12, g2, uniq_i2), order1, uniq_i1,
+                       _CHUNK_PREFIXES, atomic, dg1, (p2, q1, q2, r1, r2), ACC_DTYPE=acc_tl,
+                       BLOCK_Q1=_pow2(q1), BLOCK_R1=_pow2(r1), BLOCK_R2=_pow2(r2))
+        grads = (dg1.view(g1.shape), dg2t.view(p2, r1, q2, r2).permute(1, 0, 2, 3),
+                 dg3t.view(p3, r2, q3).permute(1, 0, 2).unsqueeze(-1))
+        return (None, None, None, None,
+                *(g.to(core.dtype).contiguous() for g, core in zip(grads, (g1, g2, g3))))
 
 
 def _check_inputs(indices: Tensor, cores: Sequence[Tensor], tt_p_shapes: Sequence[int],

@@ -146,33 +146,42 @@ def test_float64_gradcheck():
 
 
 @needs_kernels
-def test_deterministic_is_bitwise_reproducible_and_atomic_agrees(monkeypatch):
+@pytest.mark.parametrize("chunk_rows,chunk_prefixes", [(4, 2), (1 << 20, 1 << 20)])
+def test_deterministic_is_bitwise_reproducible_and_atomic_agrees(monkeypatch, chunk_rows,
+                                                                 chunk_prefixes):
+    # Small chunks split every slice's run over several programs (partial sums, then the ordered
+    # segment sum; atomics in the fast mode); huge chunks give one program per slice.
+    monkeypatch.setattr(ktt, "_CHUNK_ROWS", chunk_rows)
+    monkeypatch.setattr(ktt, "_CHUNK_PREFIXES", chunk_prefixes)
     p, q = (2, 3, 4), (2, 2, 3)
     cores = make_cores(p, q, 4)
-    # Few distinct prefixes and digits, many rows: long segments. A chunk of 4 rows makes the
-    # atomic path split them over several programs.
+    # Few distinct prefixes and digits, many rows: long runs per gradient slice.
     ids = torch.randint(0, math.prod(p), (90,), generator=torch.Generator().manual_seed(4))
     ids = ids.to(DEVICE)
     gout = torch.randn(90, math.prod(q), generator=torch.Generator().manual_seed(5)).to(DEVICE)
+    _, ref_grads = dense_reference(ids, cores, gout)
     _, first = run_triton(ids, cores, p, q, gout)
     _, second = run_triton(ids, cores, p, q, gout)
-    for a, b in zip(first, second):
-        assert torch.equal(a, b)
-    monkeypatch.setattr(ktt, "_ATOMIC_CHUNK", 4)
     _, atomic = run_triton(ids, cores, p, q, gout, deterministic=False)
-    _, ref_grads = dense_reference(ids, cores, gout)
-    for a, rg in zip(atomic, ref_grads):
+    for a, b, c, rg in zip(first, second, atomic, ref_grads):
+        assert torch.equal(a, b)
         assert_close_scaled(a, rg, 1e-5)
+        assert_close_scaled(c, rg, 1e-5)
 
 
-def test_segments_split_runs_into_chunks():
+def test_chunk_plan_splits_long_runs():
     keys = torch.tensor([2, 2, 2, 2, 2, 5, 7, 7])
-    start, end, key = ktt._segments(keys)
-    assert start.tolist() == [0, 5, 6] and end.tolist() == [5, 6, 8] and key.tolist() == [2, 5, 7]
-    start, end, key = ktt._segments(keys, chunk=2)
-    assert start.tolist() == [0, 2, 4, 5, 6]
-    assert end.tolist() == [2, 4, 5, 6, 8]
-    assert key.tolist() == [2, 2, 2, 5, 7]
+    plan = ktt._chunk_plan(keys, chunk=8, atomic=False)  # no run split: one chunk per slice
+    assert plan.start.tolist() == [0, 5, 6] and plan.end.tolist() == [5, 6, 8]
+    assert plan.dest.tolist() == [2, 5, 7] and plan.sum_key.numel() == 0
+    plan = ktt._chunk_plan(keys, chunk=2, atomic=False)
+    assert plan.start.tolist() == [0, 2, 4, 5, 6] and plan.end.tolist() == [2, 4, 5, 6, 8]
+    # Slice 2's three chunks go to partial rows 0, 1, 2 (coded -1, -2, -3); 5 and 7 write directly.
+    assert plan.dest.tolist() == [-1, -2, -3, 5, 7]
+    assert plan.sum_start.tolist() == [0] and plan.sum_end.tolist() == [3]
+    assert plan.sum_key.tolist() == [2]
+    plan = ktt._chunk_plan(keys, chunk=2, atomic=True)  # atomics: every chunk adds into its slice
+    assert plan.dest.tolist() == [2, 2, 2, 5, 7] and plan.sum_key.numel() == 0
 
 
 @needs_kernels
