@@ -219,7 +219,8 @@ def _run_cell(cell: Cell, runner: Runner, device: torch.device, main_rank: bool
 
 
 def run_sweep(sweep: SweepConfig, base: TrainConfig, num_nodes: int,
-              runner: Runner | None = None) -> list[dict[str, Any]]:
+              runner: Runner | None = None, device: torch.device | None = None
+              ) -> list[dict[str, Any]]:
     r"""Train every cell not cached yet and write the sweep outputs (rank 0).
 
     Args:
@@ -230,15 +231,19 @@ def run_sweep(sweep: SweepConfig, base: TrainConfig, num_nodes: int,
             ``hierarchical`` row factors).
         runner (callable, optional): ``runner(config) -> summary`` trains one cell.
             (default: :func:`gnn_tt.train.run`)
+        device (torch.device, optional): this rank's device; it picks the process group's
+            backend and holds the flags the ranks exchange. (default: ``base.device`` resolved
+            by :func:`gnn_tt.train.resolve_device`)
 
     Returns:
         the records of every cell (see :mod:`gnn_tt.report`); on ranks other than 0, an
         empty list.
     """
-    from gnn_tt.train import resolve_device, run
-    runner = runner or run
+    if runner is None or device is None:
+        from gnn_tt import train  # imported here: torch_geometric takes seconds to load
+        runner = runner or train.run
+        device = device or train.resolve_device(base.device)
     cells = build_cells(sweep, base, num_nodes)
-    device = resolve_device(base.device)  # the backend of the group and where its flags live
     # The ranks exchange flags before the first cell trains: the group must exist now.
     owned = distributed.init_from_env(device)
     main_rank = distributed.is_main()

@@ -6,6 +6,7 @@ import socket
 from pathlib import Path
 
 import pytest
+import torch
 import torch.multiprocessing as mp
 
 from gnn_tt.config import TrainConfig
@@ -15,6 +16,7 @@ from gnn_tt.sweep import (SweepConfig, balanced_factors, build_cells, hierarchic
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NUM_NODES = 1000
+CPU = torch.device("cpu")
 
 
 class FakeRunner:
@@ -52,7 +54,7 @@ def _base(tmp_path, **kw) -> TrainConfig:
 def test_tiny_sweep_writes_all_outputs(tmp_path):
     runner = FakeRunner()
     sweep = SweepConfig(ranks=(8, 16), partitions=(0, 4))
-    records = run_sweep(sweep, _base(tmp_path), NUM_NODES, runner)
+    records = run_sweep(sweep, _base(tmp_path), NUM_NODES, runner, CPU)
     assert runner.calls == ["tt-r8-original", "tt-r8-metis-flat-p4", "tt-r16-original",
                             "tt-r16-metis-flat-p4", "full"]
     root = tmp_path / "sweep"
@@ -84,30 +86,30 @@ def test_tiny_sweep_writes_all_outputs(tmp_path):
 
 
 def test_resume_skips_finished_cells(tmp_path):
-    sweep = SweepConfig(ranks=(8, 16), partitions=(0, 4), full=False)
-    run_sweep(sweep, _base(tmp_path), NUM_NODES, FakeRunner())
+    sweep = SweepConfig(ranks=(8,), partitions=(0, 4))
+    run_sweep(sweep, _base(tmp_path), NUM_NODES, FakeRunner(), CPU)
     again = FakeRunner()
-    records = run_sweep(sweep, _base(tmp_path), NUM_NODES, again)
+    records = run_sweep(sweep, _base(tmp_path), NUM_NODES, again, CPU)
     assert again.calls == []
-    assert [r["status"] for r in records] == ["cached"] * 4
+    assert [r["status"] for r in records] == ["cached"] * 3
     # An interrupted cell (no summary.json) is trained again, the others stay cached.
-    os.remove(tmp_path / "sweep" / "cells" / "tt-r16-original" / "summary.json")
+    os.remove(tmp_path / "sweep" / "cells" / "tt-r8-metis-flat-p4" / "summary.json")
     third = FakeRunner()
-    records = run_sweep(sweep, _base(tmp_path), NUM_NODES, third)
-    assert third.calls == ["tt-r16-original"]
-    assert [r["status"] for r in records] == ["cached", "cached", "ok", "cached"]
+    records = run_sweep(sweep, _base(tmp_path), NUM_NODES, third, CPU)
+    assert third.calls == ["tt-r8-metis-flat-p4"]
+    assert [r["status"] for r in records] == ["cached", "ok", "cached"]
     # A different training config (more epochs) does not match the cached cells; the stale
     # summary of a cell that then fails is removed, so it is not taken as finished later.
     fourth = FakeRunner(fail_on="tt-r8-original")
-    records = run_sweep(sweep, _base(tmp_path, epochs=3), NUM_NODES, fourth)
-    assert len(fourth.calls) == 4 and records[0]["status"] == "failed"
+    records = run_sweep(sweep, _base(tmp_path, epochs=3), NUM_NODES, fourth, CPU)
+    assert len(fourth.calls) == 3 and records[0]["status"] == "failed"
     assert not (tmp_path / "sweep" / "cells" / "tt-r8-original" / "summary.json").exists()
 
 
 def test_failed_cell_is_recorded_and_sweep_goes_on(tmp_path):
     runner = FakeRunner(fail_on="tt-r8-metis-flat-p4")
     records = run_sweep(SweepConfig(ranks=(8,), partitions=(0, 4)), _base(tmp_path),
-                        NUM_NODES, runner)
+                        NUM_NODES, runner, CPU)
     assert runner.calls == ["tt-r8-original", "tt-r8-metis-flat-p4", "full"]
     assert [r["status"] for r in records] == ["ok", "failed", "ok"]
     assert records[1]["error"] == "RuntimeError: boom in tt-r8-metis-flat-p4"
@@ -120,7 +122,8 @@ def test_failed_cell_is_recorded_and_sweep_goes_on(tmp_path):
     assert [r["error"] for r in failed] == ["RuntimeError: boom in tt-r8-metis-flat-p4"]
     # The failed cell has no summary: the next sweep tries it again.
     retry = FakeRunner()
-    run_sweep(SweepConfig(ranks=(8,), partitions=(0, 4)), _base(tmp_path), NUM_NODES, retry)
+    run_sweep(SweepConfig(ranks=(8,), partitions=(0, 4)), _base(tmp_path), NUM_NODES, retry,
+              CPU)
     assert retry.calls == ["tt-r8-metis-flat-p4"]
 
 
@@ -210,7 +213,7 @@ def _distributed_worker(rank: int, world: int, port: int, root: str, results: di
     # Rank 1 alone fails one cell: both ranks must record it and go on together.
     runner = FakeRunner(fail_on="tt-r8-metis-flat-p4" if rank == 1 else None)
     records = run_sweep(SweepConfig(ranks=(8,), partitions=(0, 4), full=False), base,
-                        NUM_NODES, runner)
+                        NUM_NODES, runner, CPU)
     results[rank] = {"calls": runner.calls, "records": records}
 
 
@@ -235,9 +238,9 @@ def test_real_training_sweep_end_to_end(tmp_path, monkeypatch, capsys):
     import gnn_tt.train
 
     out = tmp_path / "real"
-    argv = ["--dataset", "synthetic:nodes=400,degree=8,classes=4,seed=0", "--model", "sage",
+    argv = ["--dataset", "synthetic:nodes=600,degree=8,classes=4,seed=0", "--model", "sage",
             "--emb-dim", "8", "--num-layers", "2", "--hidden", "16", "--fanouts", "5,5",
-            "--batch-size", "64", "--epochs", "2", "--runs", "1", "--device", "cpu",
+            "--batch-size", "16", "--epochs", "2", "--runs", "1", "--device", "cpu",
             "--ranks", "2,4", "--partitions", "0,4", "--method", "hierarchical",
             "--output", str(out), "--cache-dir", str(tmp_path / "cache")]
     assert main(argv) == 0
@@ -252,9 +255,9 @@ def test_real_training_sweep_end_to_end(tmp_path, monkeypatch, capsys):
         assert cell["compression_ratio"] == summary["full_table_parameters"] / summary[
             "embedding_parameters"]
     h = json.loads((out / "cells" / "tt-r4-hierarchical-p4" / "summary.json").read_text())
-    assert h["tt_p_shapes"] == [4, 11, 10]  # p1 = parts, 11 * 10 >= ceil(1.05 * 400 / 4)
+    assert h["tt_p_shapes"] == [4, 13, 13]  # p1 = parts, 13 * 13 >= ceil(1.05 * 600 / 4)
     by_name = {c["name"]: c for c in data["cells"]}
-    assert by_name["full"]["embedding_parameters"] == 400 * 8
+    assert by_name["full"]["embedding_parameters"] == 600 * 8
     assert (by_name["tt-r2-hierarchical-p4"]["embedding_parameters"]
             < by_name["tt-r4-hierarchical-p4"]["embedding_parameters"])
     assert (out / "sweep.png").read_bytes()[:8] == PNG_MAGIC
