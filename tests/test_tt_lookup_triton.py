@@ -76,17 +76,14 @@ def run_triton(indices, cores, p, q, gout, deterministic=True):
     return out.detach(), grads
 
 
-def id_sets(p):
-    """Ids exercising the kernel's paths: repeats, rows sharing (i1, i2) prefixes, the first
-    and the last row, and a uniform sample."""
+def mixed_ids(p):
+    """One batch exercising the kernel's paths: repeated ids, the first and the last row, rows
+    sharing one (i1, i2) prefix (all its i3, twice) and a uniform sample."""
     num_rows = math.prod(p)
     gen = torch.Generator().manual_seed(1)
-    shared_prefix = torch.arange(p[2]).repeat(2) + p[2] * (p[1] + 1)  # one prefix, all i3, twice
-    return {
-        "repeats_edges": torch.tensor([0, num_rows - 1, 0, num_rows - 1, 5, 5, 5]),
-        "shared_prefix": shared_prefix,
-        "uniform": torch.randint(0, num_rows, (40,), generator=gen),
-    }
+    shared_prefix = torch.arange(p[2]).repeat(2) + p[2] * (p[1] + 1)
+    return torch.cat([torch.tensor([0, num_rows - 1, 0, num_rows - 1, 5, 5, 5]), shared_prefix,
+                      torch.randint(0, num_rows, (24,), generator=gen)])
 
 
 def assert_close_scaled(actual, expected, rel):
@@ -101,21 +98,20 @@ def assert_close_scaled(actual, expected, rel):
 @pytest.mark.parametrize("p,q", [((3, 4, 5), (2, 3, 2)), ((2, 3, 7), (3, 5, 1))])
 def test_fp32_rows_and_grads_match_references(p, q, rank):
     cores = make_cores(p, q, rank)
-    for name, ids in id_sets(p).items():
-        ids = ids.to(DEVICE)
-        gout = torch.randn(ids.numel(), math.prod(q), generator=torch.Generator().manual_seed(2))
-        gout = gout.to(DEVICE)
-        out, grads = run_triton(ids, cores, p, q, gout)
-        ref_out, ref_grads = dense_reference(ids, cores, gout)
-        # fp32 with fp32 accumulation over at most R*R*q terms: 1e-5 of the largest entry.
-        assert_close_scaled(out, ref_out, 1e-5)
-        for g, rg in zip(grads, ref_grads):
-            assert_close_scaled(g, rg, 1e-5)
-        torch_out = tt_lookup_torch(ids, cores, p, q)
-        torch_grads = torch.autograd.grad((torch_out * gout).sum(), cores)
-        assert_close_scaled(out, torch_out.detach(), 1e-5)
-        for g, tg in zip(grads, torch_grads):
-            assert_close_scaled(g, tg, 1e-5)
+    ids = mixed_ids(p).to(DEVICE)
+    gout = torch.randn(ids.numel(), math.prod(q), generator=torch.Generator().manual_seed(2))
+    gout = gout.to(DEVICE)
+    out, grads = run_triton(ids, cores, p, q, gout)
+    ref_out, ref_grads = dense_reference(ids, cores, gout)
+    # fp32 with fp32 accumulation over at most R*R*q terms: 1e-5 of the largest entry.
+    assert_close_scaled(out, ref_out, 1e-5)
+    for g, rg in zip(grads, ref_grads):
+        assert_close_scaled(g, rg, 1e-5)
+    torch_out = tt_lookup_torch(ids, cores, p, q)
+    torch_grads = torch.autograd.grad((torch_out * gout).sum(), cores)
+    assert_close_scaled(out, torch_out.detach(), 1e-5)
+    for g, tg in zip(grads, torch_grads):
+        assert_close_scaled(g, tg, 1e-5)
 
 
 @needs_kernels
@@ -123,7 +119,7 @@ def test_fp32_rows_and_grads_match_references(p, q, rank):
 def test_bf16_output_and_grads(rank):
     p, q = (3, 4, 5), (2, 3, 2)
     cores = make_cores(p, q, rank, dtype=torch.bfloat16)
-    ids = id_sets(p)["uniform"].to(DEVICE)
+    ids = mixed_ids(p).to(DEVICE)
     gout = torch.randn(ids.numel(), math.prod(q), generator=torch.Generator().manual_seed(3))
     gout = gout.to(device=DEVICE, dtype=torch.bfloat16)
     out, grads = run_triton(ids, cores, p, q, gout)
@@ -140,9 +136,12 @@ def test_bf16_output_and_grads(rank):
 def test_float64_gradcheck():
     p, q = (2, 3, 2), (2, 1, 3)
     cores = make_cores(p, q, 2, dtype=torch.float64)
-    ids = torch.tensor([0, 11, 4, 4, 7], device=DEVICE)
+    ids = torch.tensor([0, 11, 4, 4], device=DEVICE)
+    # fast_mode checks random projections of the Jacobian: a few launches instead of one
+    # backward per output entry (the interpreter is slow).
     assert torch.autograd.gradcheck(
-        lambda *cs: ktt.tt_lookup_triton(ids, cs, p, q), tuple(cores), eps=1e-6, atol=1e-8)
+        lambda *cs: ktt.tt_lookup_triton(ids, cs, p, q), tuple(cores), eps=1e-6, atol=1e-8,
+        fast_mode=True)
 
 
 @needs_kernels
@@ -156,9 +155,9 @@ def test_deterministic_is_bitwise_reproducible_and_atomic_agrees(monkeypatch, ch
     p, q = (2, 3, 4), (2, 2, 3)
     cores = make_cores(p, q, 4)
     # Few distinct prefixes and digits, many rows: long runs per gradient slice.
-    ids = torch.randint(0, math.prod(p), (90,), generator=torch.Generator().manual_seed(4))
+    ids = torch.randint(0, math.prod(p), (48,), generator=torch.Generator().manual_seed(4))
     ids = ids.to(DEVICE)
-    gout = torch.randn(90, math.prod(q), generator=torch.Generator().manual_seed(5)).to(DEVICE)
+    gout = torch.randn(48, math.prod(q), generator=torch.Generator().manual_seed(5)).to(DEVICE)
     _, ref_grads = dense_reference(ids, cores, gout)
     _, first = run_triton(ids, cores, p, q, gout)
     _, second = run_triton(ids, cores, p, q, gout)
@@ -199,7 +198,7 @@ def test_empty_batch_gives_empty_rows_and_zero_grads():
 def test_int32_ids_match_int64():
     p, q = (3, 4, 5), (2, 3, 2)
     cores = make_cores(p, q, 2)
-    ids = id_sets(p)["uniform"].to(DEVICE)
+    ids = mixed_ids(p).to(DEVICE)
     assert torch.equal(ktt.tt_lookup_triton(ids.int(), cores, p, q),
                        ktt.tt_lookup_triton(ids, cores, p, q))
 
