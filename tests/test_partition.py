@@ -129,6 +129,13 @@ def test_metis_flat_zero_parts_is_original_order():
                        torch.arange(n))
 
 
+def test_csr_graph_input_equals_edge_index_input():
+    ei, n = _messy_graph(2)
+    a = assign_rows(ei, n, (6, 7, 6), seed=5)
+    b = assign_rows(to_csr(ei, n), n, (6, 7, 6), seed=5)
+    assert torch.equal(a.row_of_node, b.row_of_node)
+
+
 def test_rcm_and_random_orders():
     # A path graph in shuffled ids: RCM puts path neighbours on adjacent rows.
     n = 50
@@ -201,6 +208,8 @@ def test_errors_name_the_values():
         assign_rows(torch.cat([ei, torch.tensor([[0], [230]])], 1), n, (16, 16))
     with pytest.raises(ValueError, match=r"negative node id \(-1\)"):
         assign_rows(torch.cat([ei, torch.tensor([[-1], [3]])], 1), n, (16, 16))
+    with pytest.raises(ValueError, match="graph has num_nodes=230, but num_nodes=231"):
+        assign_rows(to_csr(ei, n), n + 1, (16, 16))
     with pytest.raises(ValueError, match="needs num_parts"):
         assign_rows(ei, n, (16, 16), method="metis-flat")
     with pytest.raises(ValueError, match=r"num_parts must lie in \[0, num_nodes = 230\], got 231"):
