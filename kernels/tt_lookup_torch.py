@@ -1,0 +1,270 @@
+r"""Pure-torch TT-matrix row lookup: the CPU path and the test oracle of the Triton kernel.
+
+A table ``W`` of ``N <= prod(p)`` rows and ``D = prod(q)`` columns is held as cores
+``G_k`` of shape ``(R_{k-1}, p_k, q_k, R_k)`` with ``R_0 = R_d = 1``. Row ``i`` has digits
+``(i_1, ..., i_d)`` (``i_1`` most significant) and, with column ``j = (j_1 q_2 + j_2) q_3 + j_3``,
+
+.. math::
+    W[i, j] = G_1[0, i_1, j_1, :] \, G_2[:, i_2, j_2, :] \cdots G_d[:, i_d, j_d, 0].
+
+The lookup walks a tree: level ``k`` holds the distinct prefixes ``(i_1..i_k)`` of the batch
+(the last level holds every row), and the partial product of a node,
+``T_k = T_{k-1}[parent] x G_k[:, i_k]`` shaped ``(Q_k = q_1..q_k, R_k)``, is computed once per
+distinct prefix. Rows are sorted once, so the children of a node are contiguous; they are cut
+into *pieces* of at most ``_PIECE`` children, and one ``bmm`` per level multiplies the parent's
+``(Q_{k-1}, R_{k-1})`` matrix by the piece's ``(R_{k-1}, piece * q_k R_k)`` block. That turns
+millions of tiny per-row products into few, wider ones, and the parent matrix is read once per
+piece instead of once per row. The backward pass is the same walk in reverse (two ``bmm`` per
+level) with sums per parent and per digit done by ``index_add_`` on CPU (deterministic) or
+``index_put_(accumulate=True)`` elsewhere (sort-based on CUDA, hence deterministic too).
+Sorted rows are processed in chunks and nothing but the sort is kept for the backward pass
+(the tree is rebuilt per chunk), so memory stays bounded for batches of millions of ids.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+# Children of one node multiplied by a single (parent x piece) product. 16 balances padding
+# waste (a node with c children pads to a multiple of 16) against bmm width; measured on the
+# products shapes (p = (125,140,140), q = (4,5,5), R = 16), 8 and 32 were both slower.
+_PIECE = 16
+# Sorted rows handled per chunk: bounds the per-chunk buffers (~ chunk * D * 4 bytes, a few
+# times over) to some tens of MB at D = 100 whatever the batch size.
+DEFAULT_CHUNK_SIZE = 1 << 16
+
+
+def tt_digits(indices: Tensor, tt_p_shapes: Sequence[int]) -> list[Tensor]:
+    r"""Mixed-radix digits of row ids, first core most significant.
+
+    Args:
+        indices (torch.Tensor): int64 row ids in ``[0, prod(tt_p_shapes))``.
+        tt_p_shapes (Sequence[int]): row factors ``(p_1, ..., p_d)``.
+
+    Shapes:
+        - **input:** ``indices`` :math:`(B)`
+        - **output:** ``d`` int64 tensors :math:`(B)`, ``i = (i_1 p_2 + i_2) p_3 + i_3``.
+    """
+    digits = []
+    rest = indices.long()
+    for p in reversed(list(tt_p_shapes)):
+        digits.append(rest % p)
+        rest = rest // p
+    return digits[::-1]
+
+
+def tt_full_weight(cores: Sequence[Tensor], num_rows: int | None = None) -> Tensor:
+    r"""Dense table reconstructed from the cores with plain differentiable ops (the oracle).
+
+    Args:
+        cores (Sequence[torch.Tensor]): core ``k`` shaped ``(R_{k-1}, p_k, q_k, R_k)``.
+        num_rows (int, optional): keep the first ``num_rows`` rows of the ``prod(p)`` grid.
+            (default: :obj:`None`, all of them)
+
+    Shapes:
+        - **output:** :math:`(num\_rows, \prod_k q_k)`
+    """
+    # full: (P_k, Q_k, R_k) with P_k = p_1..p_k and Q_k = q_1..q_k, rows and columns in
+    # most-significant-first order.
+    full = cores[0][0]  # (p_1, q_1, R_1)
+    for core in cores[1:]:
+        r_in, p, q, r_out = core.shape
+        # (P, Q, r_in) x (r_in, p, q, r_out) -> (P, p, Q, q, r_out): row = P p + p_k, col = Q q + q_k
+        full = torch.einsum("aQr,rpqs->apQqs", full, core)
+        full = full.reshape(full.shape[0] * p, full.shape[2] * q, r_out)
+    weight = full[..., 0]
+    return weight if num_rows is None else weight[:num_rows]
+
+
+def _index_sum_(out: Tensor, index: Tensor, src: Tensor) -> Tensor:
+    """``out[index[n]] += src[n]`` along dim 0, deterministically on every device."""
+    if out.device.type == "cpu":
+        return out.index_add_(0, index, src)  # serial over ``index`` on CPU
+    return out.index_put_((index,), src, accumulate=True)  # sort-based on CUDA, no atomics
+
+
+@dataclass
+class _Level:
+    """Children of one tree level grouped under their parents and cut into pieces of
+    ``_PIECE`` slots. ``digit``: (C,) child's digit; ``flat``: (C,) child's slot
+    (``piece * _PIECE + place``); ``slot_digit``: (P * _PIECE,) digit in each slot, ``p`` (an
+    all-zero padding slice) in empty ones; ``piece_parent``: (P,) each piece's parent node."""
+
+    digit: Tensor
+    flat: Tensor
+    slot_digit: Tensor
+    piece_parent: Tensor
+
+
+def _make_level(counts: Tensor, digit: Tensor, radix: int) -> _Level:
+    """Plan one level from ``counts`` (U,) children per parent; children sorted by parent."""
+    device = digit.device
+    parents = torch.arange(counts.numel(), device=device)
+    parent = torch.repeat_interleave(parents, counts)  # (C,)
+    pos = torch.arange(digit.numel(), device=device) - (torch.cumsum(counts, 0) - counts)[parent]
+    pieces = torch.div(counts + _PIECE - 1, _PIECE, rounding_mode="floor")  # (U,)
+    first_piece = torch.cumsum(pieces, 0) - pieces
+    flat = first_piece[parent] * _PIECE + pos  # slots of a parent's pieces are consecutive
+    piece_parent = torch.repeat_interleave(parents, pieces)  # (P,)
+    slot_digit = torch.full((piece_parent.numel() * _PIECE,), radix, dtype=torch.long,
+                            device=device)
+    slot_digit[flat] = digit
+    return _Level(digit, flat, slot_digit, piece_parent)
+
+
+def _plan(sorted_ids: Tensor, tt_p_shapes: Sequence[int]) -> list[_Level]:
+    """Tree levels of a sorted chunk: level k < d holds the distinct prefixes (i_1..i_k),
+    level d every row (duplicates included)."""
+    levels = []
+    suffix = math.prod(tt_p_shapes)
+    prev_first = torch.zeros(1, dtype=torch.long, device=sorted_ids.device)  # the root's row
+    for k, radix in enumerate(tt_p_shapes):
+        suffix //= radix
+        prefix = torch.div(sorted_ids, suffix, rounding_mode="floor")  # (C,) number of i_1..i_k
+        if k < len(tt_p_shapes) - 1:
+            nodes, counts = torch.unique_consecutive(prefix, return_counts=True)
+            first = torch.cumsum(counts, 0) - counts  # (U_k,) first row of each node
+        else:
+            nodes, first = prefix, torch.arange(prefix.numel(), device=prefix.device)
+        # children per parent: how many level-k nodes start inside each parent's rows
+        parent_of_node = torch.searchsorted(prev_first, first, right=True) - 1
+        counts = torch.bincount(parent_of_node, minlength=prev_first.numel())
+        levels.append(_make_level(counts, nodes % radix, radix))
+        prev_first = first
+    return levels
+
+
+# Internal layout: the partial product of a level-k node is stored transposed, (R_k, Q_k),
+# with its columns in least-significant-first order (j_k Q_{k-1} + ... + j_1), so that a
+# child's block of a piece product is one contiguous slab. The final rows are permuted back.
+
+def _slices_t(core: Tensor) -> Tensor:
+    """(R_in, p, q, R_out) -> (p + 1, q R_out, R_in): per digit G[:, i]^T, plus a zero slice."""
+    r_in, p, q, r_out = core.shape
+    rows = core.permute(1, 2, 3, 0).reshape(p, q * r_out, r_in)
+    return torch.cat([rows, rows.new_zeros(1, q * r_out, r_in)])
+
+
+def _level_forward(parent: Tensor, level: _Level, core: Tensor) -> Tensor:
+    """Children (C, R_out, q Q_in) from parents (U, R_in, Q_in)."""
+    r_in, _, q, r_out = core.shape
+    q_in = parent.shape[2]
+    num_pieces = level.piece_parent.numel()
+    slices = _slices_t(core).index_select(0, level.slot_digit)  # (P piece, qR, R_in)
+    # (P, piece qR, R_in) x (P, R_in, Q_in) -> (P, piece qR, Q_in): a child is a (qR, Q_in) slab
+    prod = torch.bmm(slices.view(num_pieces, -1, r_in), parent.index_select(0, level.piece_parent))
+    child = prod.view(-1, q, r_out, q_in).index_select(0, level.flat)  # (C, q, R_out, Q_in)
+    return child.transpose(1, 2).reshape(-1, r_out, q * q_in)
+
+
+def _level_backward(parent: Tensor, level: _Level, core: Tensor, grad_child: Tensor,
+                    need_parent: bool) -> tuple[Tensor | None, Tensor]:
+    """Given dL/d children (C, R_out, q Q_in): dL/d parents (U, R_in, Q_in) and dL/d core."""
+    r_in, p, q, r_out = core.shape
+    num_parents, _, q_in = parent.shape
+    num_pieces = level.piece_parent.numel()
+    grad_child = grad_child.view(-1, r_out, q, q_in).transpose(1, 2)  # (C, q, R_out, Q_in)
+    # zeros in empty slots: they meet the zero padding slice, and 0 * garbage could be NaN
+    grad_prod = grad_child.new_zeros(num_pieces * _PIECE, q, r_out, q_in)
+    grad_prod.index_copy_(0, level.flat, grad_child).view(num_pieces, -1, q_in)
+    grad_prod = grad_prod.view(num_pieces, _PIECE * q * r_out, q_in)
+    parents = parent.index_select(0, level.piece_parent)  # (P, R_in, Q_in)
+    # d slices: (P, piece qR, Q_in) x (P, Q_in, R_in); empty slots land on the padding digit p
+    grad_slices = torch.bmm(grad_prod, parents.transpose(1, 2)).view(-1, q * r_out, r_in)
+    grad_rows = _index_sum_(core.new_zeros(p + 1, q * r_out, r_in), level.slot_digit,
+                            grad_slices)
+    grad_core = grad_rows[:p].view(p, q, r_out, r_in).permute(3, 0, 1, 2)
+    if not need_parent:
+        return None, grad_core
+    # d parents: (P, R_in, piece qR) x (P, piece qR, Q_in), summed over each parent's pieces
+    slices = _slices_t(core).index_select(0, level.slot_digit).view(num_pieces, -1, r_in)
+    grad_pieces = torch.bmm(slices.transpose(1, 2), grad_prod)
+    grad_parent = _index_sum_(parent.new_zeros(num_parents, r_in, q_in), level.piece_parent,
+                              grad_pieces)
+    return grad_parent, grad_core
+
+
+def _partials(levels: list[_Level], cores: Sequence[Tensor]) -> list[Tensor]:
+    """Partial products of the levels, root first: [(1, 1, 1), (U_1, R_1, q_1), ...]."""
+    parts = [cores[0].new_ones(1, 1, 1)]  # root: empty prefix, R_0 = 1
+    for level, core in zip(levels, cores):
+        parts.append(_level_forward(parts[-1], level, core))
+    return parts
+
+
+def _reversed_columns(rows: Tensor, tt_q_shapes: Sequence[int], to_internal: bool) -> Tensor:
+    """Permute (C, D) columns between j_1-most-significant (the API) and the internal
+    j_d-most-significant order."""
+    d = len(tt_q_shapes)
+    shape = tuple(tt_q_shapes) if to_internal else tuple(reversed(tt_q_shapes))
+    return rows.reshape(-1, *shape).permute(0, *range(d, 0, -1)).reshape(rows.shape[0], -1)
+
+
+class TTLookupFunction(torch.autograd.Function):
+    """Rows of a TT table with the hand-written backward described in the module docstring."""
+
+    @staticmethod
+    def forward(ctx: Any, indices: Tensor, tt_p_shapes: tuple[int, ...],
+                tt_q_shapes: tuple[int, ...], chunk_size: int, *cores: Tensor) -> Tensor:
+        sorted_ids, order = torch.sort(indices, stable=True)  # (B,), (B,)
+        out = cores[0].new_empty(indices.numel(), math.prod(tt_q_shapes))
+        plans = []
+        for start in range(0, indices.numel(), chunk_size):
+            plans.append(_plan(sorted_ids[start:start + chunk_size], tt_p_shapes))
+            rows = _partials(plans[-1], cores)[-1]  # (C, 1, D) internal column order
+            out[order[start:start + chunk_size]] = _reversed_columns(rows, tt_q_shapes, False)
+        # the plans (a few int64 per row) are kept; the partial products are recomputed
+        ctx.save_for_backward(order, *cores)
+        ctx.plans, ctx.tt_q_shapes, ctx.chunk_size = plans, tt_q_shapes, chunk_size
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        order, *cores = ctx.saved_tensors
+        grads = [torch.zeros_like(core) for core in cores]
+        for n, levels in enumerate(ctx.plans):
+            start = n * ctx.chunk_size
+            parts = _partials(levels[:-1], cores)  # the last level's output is not needed
+            grad = _reversed_columns(grad_out[order[start:start + ctx.chunk_size]],
+                                     ctx.tt_q_shapes, True).unsqueeze(1)  # (C, 1, D)
+            for k in range(len(cores) - 1, -1, -1):
+                grad, grad_core = _level_backward(parts[k], levels[k], cores[k], grad,
+                                                  need_parent=k > 0)
+                grads[k] += grad_core
+        return (None, None, None, None, *grads)
+
+
+def tt_lookup_torch(indices: Tensor, cores: Sequence[Tensor], tt_p_shapes: Sequence[int],
+                    tt_q_shapes: Sequence[int], *,
+                    chunk_size: int = DEFAULT_CHUNK_SIZE) -> Tensor:
+    r"""Rows ``W[indices]`` of the TT table, differentiable w.r.t. the cores.
+
+    Args:
+        indices (torch.Tensor): int64 row ids, already checked to lie in ``[0, prod(p))``.
+        cores (Sequence[torch.Tensor]): ``d`` cores, core ``k`` shaped
+            ``(R_{k-1}, tt_p_shapes[k], tt_q_shapes[k], R_k)``, one dtype and device.
+        tt_p_shapes (Sequence[int]): row factors ``p``.
+        tt_q_shapes (Sequence[int]): column factors ``q``; ``D = prod(q)``.
+        chunk_size (int, optional): sorted rows processed at once; bounds the working memory.
+            (default: ``65536``)
+
+    Shapes:
+        - **input:** ``indices`` :math:`(B)`
+        - **output:** :math:`(B, D)`, column ``j = (j_1 q_2 + j_2) q_3 + j_3``.
+    """
+    if not (len(cores) == len(tt_p_shapes) == len(tt_q_shapes)):
+        raise ValueError(f"tt_lookup_torch: got {len(cores)} cores, tt_p_shapes={list(tt_p_shapes)}"
+                         f" and tt_q_shapes={list(tt_q_shapes)}; need one p and q per core")
+    for k, (core, p, q) in enumerate(zip(cores, tt_p_shapes, tt_q_shapes)):
+        if core.dim() != 4 or core.shape[1] != p or core.shape[2] != q:
+            raise ValueError(f"tt_lookup_torch: cores[{k}] has shape {tuple(core.shape)}, "
+                             f"expected (R_in, {p}, {q}, R_out)")
+    if chunk_size < 1:
+        raise ValueError(f"tt_lookup_torch: chunk_size must be >= 1, got {chunk_size}")
+    return TTLookupFunction.apply(indices.reshape(-1).long(), tuple(int(p) for p in tt_p_shapes),
+                                  tuple(int(q) for q in tt_q_shapes), int(chunk_size), *cores)
