@@ -61,6 +61,15 @@ def test_hierarchical_tight_capacity_needs_repair():
     assert ra.stats["moved"] > 0
 
 
+def test_graph_that_fits_one_block_is_not_cut():
+    # N = 230 <= p2 * p3 = 256: everything shares i1 = 0 (no METIS call, no cut).
+    ei, n = _messy_graph()
+    ra = assign_rows(ei, n, (4, 16, 16))
+    _check_injective(ra, n, (4, 16, 16))
+    assert (ra.row_of_node < 256).all()
+    assert ra.stats["edge_cut"][0] == 0 and ra.stats["share_i1"] == 1.0
+
+
 def _planted(num_comm: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Dense communities (edge prob. 0.3) joined by a few random edges; ids shuffled."""
     rng = np.random.default_rng(seed)
