@@ -345,7 +345,7 @@ class TTLookupTritonFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, indices: Tensor, deterministic: bool, p_shapes: tuple[int, int, int],
                 q_shapes: tuple[int, int, int], g1: Tensor, g2: Tensor, g3: Tensor) -> Tensor:
-        (p1, p2, p3), (q1, q2, q3) = p_shapes, q_shapes
+        (_, p2, p3), (q1, q2, q3) = p_shapes, q_shapes
         r1, r2 = g2.shape[0], g2.shape[3]
         acc_torch, acc_tl = _acc_dtype(g1.dtype)
         batch, dim = indices.numel(), q1 * q2 * q3
