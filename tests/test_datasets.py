@@ -142,3 +142,16 @@ def test_graph_dataset_summary_and_repr():
 def test_graph_dataset_validation(kw, match):
     with pytest.raises(ValueError, match=match):
         tiny_dataset(**kw)
+
+
+def test_edge_homophily_in_chunks_matches_loop(monkeypatch):
+    ds = synthetic_graph(nodes=300, degree=6.0, classes=4, community_size=20, seed=2)
+    ds.y[::7] = -1
+    g, same, total = ds.graph, 0, 0
+    for v in range(ds.num_nodes):
+        for u in g.col[g.rowptr[v]:g.rowptr[v + 1]].tolist():
+            if ds.y[v] >= 0 and ds.y[u] >= 0:
+                total += 1
+                same += int(ds.y[v] == ds.y[u])
+    monkeypatch.setattr("gnn_tt.data.dataset._EDGE_CHUNK", 37)  # many uneven chunks
+    assert ds.edge_homophily() == pytest.approx(same / total)

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+import gnn_tt.data.synthetic as synthetic
 from gnn_tt.data import SyntheticConfig, synthetic_graph
 
 SMALL = dict(nodes=2000, degree=20.0, classes=10, community_size=50)
@@ -97,7 +98,8 @@ def test_config_from_string():
     (dict(classes=0), "classes must be >= 1, got 0"),
     (dict(nodes=10, classes=6), "nodes must be >= 2 \\* classes = 12, got nodes=10"),
     (dict(classes=4, groups=5), r"groups must lie in \[1, classes=4\], got 5"),
-    (dict(p_community=0.7, p_class=0.2, p_group=0.2), r"p_community \+ p_class \+ p_group must be <= 1, got 1.1"),
+    (dict(p_community=0.7, p_class=0.2, p_group=0.2),
+     r"p_community \+ p_class \+ p_group must be <= 1, got 1.1"),
     (dict(label_noise=1.5), r"label_noise must lie in \[0, 1\], got 1.5"),
     (dict(degree_exponent=2.0), "degree_exponent must be > 2"),
     (dict(nodes=100, classes=2, degree=60.0), r"degree must lie in \(0, \(nodes - 1\) / 2"),
@@ -112,3 +114,35 @@ def test_config_rejects_bad_values(kwargs, match):
 def test_unknown_override():
     with pytest.raises(TypeError, match=r"unknown parameters \['colour'\]"):
         synthetic_graph(nodes=2000, colour=3)
+
+
+def test_many_small_chunks(monkeypatch):
+    # Products scale draws in chunks and top-up rounds: exercise both on a small graph.
+    monkeypatch.setattr(synthetic, "_CHUNK", 300)
+    ds = synthetic_graph(nodes=600, degree=30.0, classes=3, community_size=30)
+    assert ds.graph.num_edges == 2 * 9000
+    ei = ds.graph.edge_index()
+    assert bool((ei[0] != ei[1]).all())
+    assert torch.unique(ei[0] * 600 + ei[1]).numel() == ei.size(1)
+
+
+def test_merge_new_is_sorted_union():
+    gen = torch.Generator().manual_seed(0)
+    keys = torch.unique(torch.randint(0, 500, (200,), generator=gen))
+    more = torch.unique(torch.randint(0, 600, (150,), generator=gen))
+    assert torch.equal(synthetic._merge_new(keys, more), torch.unique(torch.cat([keys, more])))
+    assert torch.equal(synthetic._merge_new(keys[:0], more), more)
+
+
+def test_drop_random_is_uniform():
+    keys = torch.arange(10) * 3
+    gen = torch.Generator().manual_seed(0)
+    dropped = torch.zeros(10)
+    for _ in range(2000):
+        kept = synthetic._drop_random(keys, 4, gen)
+        assert kept.numel() == 6 and bool((kept[1:] > kept[:-1]).all())
+        assert bool(torch.isin(kept, keys).all())
+        dropped += ~torch.isin(keys, kept)
+    # Each key is dropped with probability 4/10: 800 expected of 2000, std ~22.
+    assert float((dropped - 800).abs().max()) < 110
+    assert torch.equal(synthetic._drop_random(keys, 0, gen), keys)

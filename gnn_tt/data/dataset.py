@@ -79,12 +79,15 @@ class GraphDataset:
     def edge_homophily(self) -> float:
         """Fraction of edges between labelled nodes whose two ends share a class."""
         rowptr, col = self.graph.rowptr, self.graph.col
+        deg = self.graph.degree()
         same = total = 0
-        # Edge chunks bound the temporaries (int64 [chunk] each) at products scale.
-        for start in range(0, self.graph.num_edges, _EDGE_CHUNK):
-            pos = torch.arange(start, min(start + _EDGE_CHUNK, self.graph.num_edges))
-            y_src = self.y[torch.searchsorted(rowptr, pos, right=True) - 1]
-            y_dst = self.y[col[pos].long()]
+        # Node ranges of about _EDGE_CHUNK edges bound the temporaries at products scale.
+        cuts = torch.searchsorted(rowptr, torch.tensor(range(0, self.graph.num_edges,
+                                                             _EDGE_CHUNK), dtype=torch.long))
+        cuts = torch.unique_consecutive(torch.cat([cuts, torch.tensor([self.num_nodes])]))
+        for v0, v1 in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
+            y_src = torch.repeat_interleave(self.y[v0:v1], deg[v0:v1])
+            y_dst = self.y[col[rowptr[v0]:rowptr[v1]].long()]
             both = (y_src >= 0) & (y_dst >= 0)
             same += int((both & (y_src == y_dst)).sum())
             total += int(both.sum())

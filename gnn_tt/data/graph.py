@@ -104,7 +104,9 @@ class CSRGraph:
             raise ValueError(f"keys must lie in [0, num_nodes**2 = {n * n}), got "
                              f"[{int(keys[0])}, {int(keys[-1])}]")
         id_dtype = torch.int32 if num_nodes <= _INT32_MAX else torch.long
-        a, b = (keys // n).to(id_dtype), (keys % n).to(id_dtype)  # [E] each, sorted by (a, b)
+        a = keys // n
+        b = (keys - a * n).to(id_dtype)  # [E] each, sorted by (a, b)
+        a = a.to(id_dtype)
         if a.numel() and bool((a > b).any()):
             raise ValueError("keys must encode a <= b (one key per undirected edge)")
         # Row v lists its smaller neighbours (keys (a, v), a < v) then its larger ones and

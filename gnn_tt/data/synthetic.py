@@ -203,32 +203,81 @@ def _propensity_stubs(cfg: SyntheticConfig, gen: torch.Generator) -> torch.Tenso
     return (w.clamp_(max=cap) * _STUB_RES).round_().to(torch.int32)
 
 
-def _draw_keys(cfg: SyntheticConfig, count: int, stub: torch.Tensor, lo: torch.Tensor,
-               span: torch.Tensor, perm: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Draw ``count`` edges; return their undirected keys ``min * N + max`` in public ids,
-    self-loops dropped (int64, unsorted, may repeat).
+def _draw_keys(cfg: SyntheticConfig, count: int, weight: torch.Tensor, stub: torch.Tensor,
+               lo: torch.Tensor, span: torch.Tensor, perm: torch.Tensor,
+               gen: torch.Generator) -> tuple[torch.Tensor, int]:
+    """Draw about ``count`` edges; return their undirected keys ``min * N + max`` in public
+    ids, self-loops dropped (int64, unsorted, may repeat), and the number drawn.
 
-    ``lo``/``span`` (int64 ``[nodes * 4]``): the stub range ``[lo, lo + span)`` of node v's
-    block at level l (0 community, 1 class, 2 group, 3 whole graph) at ``v * 4 + l``.
+    ``weight`` (int32 ``[nodes]``): stub count of each node; ``stub`` (int32 ``[S]``): node
+    of each stub. ``lo``/``span`` (int64 ``[nodes * 4]``): the stub range
+    ``[lo, lo + span)`` of node v's block at level l (0 community, 1 class, 2 group,
+    3 whole graph) at ``v * 4 + l``.
     """
-    cut = torch.tensor([cfg.p_community, cfg.p_community + cfg.p_class,
-                        cfg.p_community + cfg.p_class + cfg.p_group], dtype=torch.float64)
     n = cfg.nodes
+    cut = torch.tensor([cfg.p_community, cfg.p_community + cfg.p_class,
+                        cfg.p_community + cfg.p_class + cfg.p_group])
+    # Sources in hierarchy order, node v starting count * w_v / W edges (stochastically
+    # rounded): the per-source tables below are then read sequentially, not at random.
+    share = weight.double() * (count / stub.numel())
+    per_node = (share + torch.rand(n, generator=gen, dtype=torch.float64)).long()  # [n]
+    ends = torch.cumsum(per_node, 0)
+    drawn = int(ends[-1])
+    # Node ranges holding about _CHUNK edges each.
+    cuts = torch.searchsorted(ends, torch.tensor(range(_CHUNK, drawn, _CHUNK),
+                                                dtype=torch.long), right=True)
+    cuts = torch.unique_consecutive(torch.cat([torch.tensor([0]), cuts, torch.tensor([n])]))
     keys = []
-    for start in range(0, count, _CHUNK):
-        b = min(_CHUNK, count - start)
-        src = stub[torch.randint(0, stub.numel(), (b,), generator=gen)].long()  # [b], ∝ w
-        level = torch.bucketize(torch.rand(b, generator=gen, dtype=torch.float64), cut,
-                                right=True)  # [b] in 0..3
+    for v0, v1 in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
+        src = torch.repeat_interleave(torch.arange(v0, v1), per_node[v0:v1])  # [b], sorted
+        b = src.numel()
+        level = torch.bucketize(torch.rand(b, generator=gen), cut, right=True)  # [b], 0..3
         slot = src * 4 + level
+        width = span[slot]
         # float64 draws: a float32 uniform cannot address a range of > 2^24 stubs evenly.
-        offset = (torch.rand(b, generator=gen, dtype=torch.float64) * span[slot]).long()
-        dst = stub[lo[slot] + torch.minimum(offset, span[slot] - 1)].long()  # [b]
-        src, dst = perm[src], perm[dst]  # hierarchy order -> public ids
-        keep = src != dst
-        a, c = src[keep], dst[keep]
+        offset = (torch.rand(b, generator=gen, dtype=torch.float64) * width).long()
+        dst = stub[lo[slot] + torch.minimum(offset, width - 1)]  # [b] int32, ∝ w in block
+        a, c = perm[src], perm[dst.long()]  # hierarchy order -> public ids
+        keep = a != c
+        a, c = a[keep].long(), c[keep].long()
         keys.append(torch.minimum(a, c) * n + torch.maximum(a, c))
-    return torch.cat(keys)
+    return torch.cat(keys), drawn
+
+
+def _merge_new(keys: torch.Tensor, more: torch.Tensor) -> torch.Tensor:
+    """Sorted union of two sorted unique int64 key arrays, in linear time plus a binary
+    search per new key (no re-sort of the large ``keys``)."""
+    if keys.numel() == 0:
+        return more
+    pos = torch.searchsorted(keys, more)  # [M], insertion points
+    novel = keys[pos.clamp(max=keys.numel() - 1)] != more
+    more, pos = more[novel], pos[novel]
+    at = pos + torch.arange(more.numel())  # final slots of the new keys
+    out = torch.empty(keys.numel() + more.numel(), dtype=keys.dtype)
+    old = torch.ones(out.numel(), dtype=torch.bool)
+    old[at] = False
+    out[old] = keys
+    out[at] = more
+    return out
+
+
+def _drop_random(keys: torch.Tensor, count: int, gen: torch.Generator) -> torch.Tensor:
+    """``keys`` without ``count`` entries chosen uniformly at random, order kept.
+
+    Distinct positions from i.i.d. draws form a uniform random subset whatever their number,
+    so a random ``count`` of them is one too: no permutation of all of ``keys``.
+    """
+    if count <= 0:
+        return keys
+    drop = torch.empty(0, dtype=torch.long)
+    while drop.numel() < count:
+        draws = torch.randint(0, keys.numel(), (2 * (count - drop.numel()) + 16,),
+                              generator=gen)
+        drop = torch.unique(torch.cat([drop, draws]))
+    drop = drop[torch.randperm(drop.numel(), generator=gen)[:count]]
+    mask = torch.ones(keys.numel(), dtype=torch.bool)
+    mask[drop] = False
+    return keys[mask]
 
 
 def synthetic_graph(config: SyntheticConfig | None = None, **overrides: Any) -> GraphDataset:
@@ -274,28 +323,27 @@ def synthetic_graph(config: SyntheticConfig | None = None, **overrides: Any) -> 
         span[:, level] = stub_end[last][block] - lo[:, level]
     lo[:, 3], span[:, 3] = 0, stub.numel()
     lo, span = lo.view(-1), span.view(-1)
-    del stub_end, stub_start, weight
+    del stub_end, stub_start
 
-    perm = torch.randperm(n, generator=gen)  # hierarchy order -> public id
+    perm = torch.randperm(n, generator=gen).to(torch.int32)  # hierarchy order -> public id
     target = round(n * cfg.degree / 2)
-    drawn = target
-    keys = torch.unique(_draw_keys(cfg, drawn, stub, lo, span, perm, gen))
+    keys, drawn = _draw_keys(cfg, target, weight, stub, lo, span, perm, gen)
+    keys = torch.unique(keys)  # [E] sorted: the one big sort
+    keep_rate = keys.numel() / max(drawn, 1)
     for _ in range(_MAX_ROUNDS):
         if keys.numel() >= target:
             break
-        # Redraw the shortfall, scaled up by the fraction of draws that were kept so far,
-        # with a margin: a surplus is trimmed below, a shortfall costs another round.
-        extra = int((target - keys.numel()) * drawn / max(keys.numel(), 1) * 1.1) + 256
-        drawn += extra
-        keys = torch.unique(torch.cat([keys, _draw_keys(cfg, extra, stub, lo, span, perm,
-                                                        gen)]))
-    if keys.numel() > target:
-        # Drop a seeded random surplus so the edge count is exactly the target.
-        drop = torch.randperm(keys.numel(), generator=gen)[: keys.numel() - target]
-        mask = torch.ones(keys.numel(), dtype=torch.bool)
-        mask[drop] = False
-        keys = keys[mask]
-    del stub, lo, span
+        # Redraw the shortfall over the rate at which draws turned into new edges, with a
+        # margin (the rate falls as the graph fills): a surplus is trimmed below.
+        extra = min(int((target - keys.numel()) / max(keep_rate, 1e-3) * 1.25) + 256,
+                    4 * target)
+        more, more_drawn = _draw_keys(cfg, extra, weight, stub, lo, span, perm, gen)
+        before = keys.numel()
+        keys = _merge_new(keys, torch.unique(more))
+        keep_rate = (keys.numel() - before) / max(more_drawn, 1)
+        del more
+    keys = _drop_random(keys, keys.numel() - target, gen)
+    del stub, lo, span, weight
     graph = CSRGraph.from_upper_keys(keys, n)
     del keys
 
@@ -309,7 +357,7 @@ def synthetic_graph(config: SyntheticConfig | None = None, **overrides: Any) -> 
     y_hier[noisy] = c_lo + (torch.rand(g.numel(), generator=gen, dtype=torch.float64)
                             * (c_hi - c_lo)).long()
     y = torch.empty(n, dtype=torch.long)
-    y[perm] = y_hier
+    y[perm.long()] = y_hier
 
     split = torch.randperm(n, generator=gen)
     n_train, n_valid = round(n * cfg.train_frac), round(n * cfg.valid_frac)
