@@ -6,8 +6,9 @@ G3[:, i3, j3, 0]`` (DESIGN.md section 1). A batch of ``B`` ids is computed in tw
 
 1. ``_tt_prefix_kernel``: one program per unique prefix ``u = (i1, i2)`` forms
    ``T12[u] = G1[i1] x G2[i2]``, a ``(q1*q2, R2)`` matrix, once for all rows sharing it.
-2. ``_tt_rows_kernel``: a block of rows per program, ``out[b] = T12[inv[b]] x G3[i3[b]]``
-   accumulated in fp32 (fp64 for fp64 cores) and written in the output dtype.
+2. ``_tt_rows_kernel``: a block of rows per program, taken in prefix order so that they share
+   ``T12`` slices, ``out[b] = T12[inv[b]] x G3[i3[b]]`` accumulated in fp32 (fp64 for fp64
+   cores) and written in the output dtype.
 
 The backward never holds a per-row ``R x R`` tensor; every core gradient is a segmented
 reduction over rows (or unique prefixes) sorted by the slice they update:
@@ -85,16 +86,19 @@ def _tt_prefix_kernel(
 
 @triton.jit
 def _tt_rows_kernel(
-    t12_ptr, g3_ptr, inv_ptr, i3_ptr, out_ptr,
+    t12_ptr, g3_ptr, perm_ptr, inv_sorted_ptr, i3_ptr, out_ptr,
     B, P3, Q3, R2, D,
     ACC_DTYPE: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    # A (BLOCK_B rows) x (BLOCK_D columns) tile of out; column c = j12*q3 + j3.
-    rows = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
+    # A (BLOCK_B rows) x (BLOCK_D columns) tile of out; column c = j12*q3 + j3. Rows are taken
+    # in prefix order (row perm[k] is the k-th), so a tile's rows mostly share one T12 slice
+    # and its loads hit the same addresses.
+    pos = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
     c = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-    mask_b = rows < B
+    mask_b = pos < B
     mask = mask_b[:, None] & (c < D)[None, :]
-    inv = tl.load(inv_ptr + rows, mask=mask_b, other=0)
+    rows = tl.load(perm_ptr + pos, mask=mask_b, other=0)
+    inv = tl.load(inv_sorted_ptr + pos, mask=mask_b, other=0)
     i3 = tl.load(i3_ptr + rows, mask=mask_b, other=0)
     # T12[u, j12, s] sits at (u*q12 + j12)*R2 + s; G3[s, i3, j3, 0] at (s*p3 + i3)*q3 + j3.
     t_off = (inv[:, None] * (D // Q3) + (c // Q3)[None, :]) * R2
@@ -352,8 +356,8 @@ class TTLookupTritonFunction(torch.autograd.Function):
         out = torch.empty(batch, dim, dtype=g1.dtype, device=g1.device)
         i3 = indices % p3
         prefix = indices // p3  # i1*p2 + i2
-        # Sorting by prefix gives the unique prefixes and, kept for backward, the row order of
-        # the segmented dT12 reduction.
+        # Sorting by prefix gives the unique prefixes, the row order of the row kernel and,
+        # kept for backward, that of the segmented dT12 reduction.
         sorted_prefix, perm = torch.sort(prefix, stable=True)
         uniq, inv_sorted = torch.unique_consecutive(sorted_prefix, return_inverse=True)
         inv = torch.empty_like(inv_sorted)
@@ -367,7 +371,7 @@ class TTLookupTritonFunction(torch.autograd.Function):
             block_d = min(_pow2(dim), _MAX_BLOCK_D)
             grid = (triton.cdiv(batch, _BLOCK_ROWS), triton.cdiv(dim, block_d))
             _tt_rows_kernel[grid](
-                t12, g3, inv, i3, out, batch, p3, q3, r2, dim,
+                t12, g3, perm, inv_sorted, i3, out, batch, p3, q3, r2, dim,
                 ACC_DTYPE=acc_tl, BLOCK_B=_BLOCK_ROWS, BLOCK_D=block_d)
         ctx.save_for_backward(g1, g2, g3, t12, perm, inv_sorted, inv, i3, uniq_i1, uniq_i2)
         ctx.deterministic = deterministic
