@@ -14,6 +14,7 @@ import math
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -195,12 +196,17 @@ def test_empty_batch_gives_empty_rows_and_zero_grads():
 
 
 @needs_kernels
-def test_int32_ids_match_int64():
+def test_int32_ids_and_strided_inputs_match_contiguous():
     p, q = (3, 4, 5), (2, 3, 2)
     cores = make_cores(p, q, 2)
     ids = mixed_ids(p).to(DEVICE)
-    assert torch.equal(ktt.tt_lookup_triton(ids.int(), cores, p, q),
-                       ktt.tt_lookup_triton(ids, cores, p, q))
+    expected = ktt.tt_lookup_triton(ids, cores, p, q)
+    assert torch.equal(ktt.tt_lookup_triton(ids.int(), cores, p, q), expected)
+    # The same values through strided views (every other element of twice-as-long tensors).
+    strided_ids = ids.repeat_interleave(2)[::2]
+    strided_cores = [c.detach().repeat_interleave(2, dim=2)[:, :, ::2] for c in cores]
+    assert not strided_ids.is_contiguous() and not strided_cores[0].is_contiguous()
+    assert torch.equal(ktt.tt_lookup_triton(strided_ids, strided_cores, p, q), expected)
 
 
 @needs_kernels
@@ -212,7 +218,6 @@ def test_other_core_counts_fall_back_to_torch_with_one_warning(monkeypatch):
     with pytest.warns(UserWarning, match="Triton kernels cover 3 cores, got 2"):
         out = ktt.tt_lookup_triton(ids, cores, p, q)
     torch.testing.assert_close(out, tt_lookup_torch(ids, cores, p, q))
-    import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ktt.tt_lookup_triton(ids, cores, p, q)  # second call: silent
