@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
                              f"(products = {PRODUCTS_NODES} nodes with p = {PRODUCTS_P}; "
                              "other sizes get 3 balanced factors with ~5%% slack)")
     parser.add_argument("--seed", type=int, default=0, help="graph and METIS seed")
-    parser.add_argument("--output", default="bench_partition.json", help="JSON result file")
+    parser.add_argument("--output", default=None, help="write the results as JSON here")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)  # internal stages
     return parser
 
