@@ -34,7 +34,7 @@ def global_edges(batch: MiniBatch, block: Block) -> tuple[list[int], list[int]]:
     return batch.n_id[block.edge_index[0]].tolist(), batch.n_id[block.edge_index[1]].tolist()
 
 
-@pytest.mark.parametrize("fanouts", [[3], [4, 2], [2, -1, 3], [-1, -1], [1, 1, 1, 1]])
+@pytest.mark.parametrize("fanouts", [[3], [4, 2], [12, 9], [2, -1, 3], [-1, -1], [1, 1, 1, 1]])
 def test_blocks_hold_real_distinct_edges_with_the_right_counts(fanouts):
     graph = random_graph()
     adj = neighbour_sets(graph)
@@ -60,7 +60,8 @@ def test_blocks_hold_real_distinct_edges_with_the_right_counts(fanouts):
 def test_layout_relabelling_and_first_occurrence_order():
     graph = random_graph(seed=3)
     seeds = torch.tensor([9, 2, 41])
-    batch = NeighborSampler(graph, [3, 2, 2]).sample(seeds, seeded(7))
+    # Fanouts around the mean degree (~13): rows that keep all and rows that draw mix.
+    batch = NeighborSampler(graph, [14, 11, 2]).sample(seeds, seeded(7))
     n_id = batch.n_id.tolist()
     assert n_id[:3] == [9, 2, 41] and len(set(n_id)) == len(n_id)
     assert batch.n_id.dtype == torch.long
@@ -74,7 +75,9 @@ def test_layout_relabelling_and_first_occurrence_order():
         ei = block.edge_index
         assert ei.dtype == torch.long
         assert int(ei[0].max()) < block.num_src and int(ei[1].max()) < block.num_dst
-        assert ei[1].tolist() == sorted(ei[1].tolist())  # grouped by destination
+        dst = ei[1].tolist()
+        runs = [d for i, d in enumerate(dst) if i == 0 or dst[i - 1] != d]
+        assert len(runs) == len(set(dst))  # each destination's edges are contiguous
         assert block.num_dst == len(order)
         for s in batch.n_id[ei[0]].tolist():
             if s not in order:

@@ -186,7 +186,7 @@ class NeighborSampler:
         n = seeds.numel()
         # Local ids of the seeds; a duplicate seed would leave one of its slots overwritten.
         arange_n = torch.arange(n, dtype=torch.int32, device=self.device)
-        local.index_put_((seeds,), arange_n)
+        local.scatter_(0, seeds, arange_n)
         if n and not bool((local.index_select(0, seeds) == arange_n).all()):
             raise ValueError("seeds must be distinct node ids, got duplicates")
         n_id = seeds
@@ -194,42 +194,53 @@ class NeighborSampler:
         for fanout in self.fanouts:
             # The destinations of this hop are all nodes reached so far: n_id[:n_dst].
             n_dst = n_id.numel()
-            nbr, dst = self._sample_neighbors(n_id, fanout, generator)  # [E] global, [E] local
-            new = self._relabel(nbr, n_dst)                             # [n_new] global, first seen
+            edge_index = self._sample_neighbors(n_id, fanout, generator)  # [2, E]
+            nbr = edge_index[0]                                            # [E] global ids
+            new = self._relabel(nbr, n_dst)                    # [n_new] global, first seen
             n_id = torch.cat([n_id, new])
-            src = local.index_select(0, nbr).long()
-            blocks.append(Block(torch.stack([src, dst]), num_src=n_id.numel(), num_dst=n_dst))
+            nbr.copy_(local.index_select(0, nbr))  # global -> local ids, in place
+            blocks.append(Block(edge_index, num_src=n_id.numel(), num_dst=n_dst))
         local.index_fill_(0, n_id, _UNSET)  # reset only what this batch wrote
         blocks.reverse()  # the first layer consumes the outermost hop
         return MiniBatch(n_id=n_id, blocks=blocks, batch_size=n)
 
     def _sample_neighbors(self, nodes: Tensor, fanout: int,
-                          generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
-        """Sampled neighbours (global ids, int64 [E]) and their destinations' positions in
-        ``nodes`` (int64 [E]), grouped by destination."""
-        # index_select rather than tensor[index]: several times faster on CPU.
+                          generator: torch.Generator | None) -> Tensor:
+        """int64 ``[2, E]``: row 0 the sampled neighbours' global ids, row 1 their
+        destinations' positions in ``nodes``; each destination's edges are contiguous."""
+        # index_select rather than tensor[index] throughout: several times faster on CPU.
         rowptr, col = self.graph.rowptr, self.graph.col
         start = rowptr.index_select(0, nodes)                  # [n]
         deg = rowptr.index_select(0, nodes + 1) - start        # [n]
-        n = nodes.numel()
-        arange_n = torch.arange(n, device=self.device)
+        # Rows with more neighbours than the fanout draw a subset; the others keep all.
         if fanout == -1:
-            # Every edge: positions start[v] + 0..deg[v]-1 for each v.
-            dst = torch.repeat_interleave(arange_n, deg)
-            offset = torch.cumsum(deg, 0) - deg
-            pos = (start - offset).index_select(0, dst) + torch.arange(dst.numel(),
-                                                                      device=self.device)
-            return col.index_select(0, pos).long(), dst
-        # [fanout, n] offsets inside each neighbour list (node-minor so each draw is a
-        # contiguous row): a Floyd sample where deg > fanout, else 0..fanout-1 of which the
-        # first deg are kept.
-        arange_k = torch.arange(fanout, device=self.device).unsqueeze(1)     # [k, 1]
-        offs = torch.where(deg <= fanout, arange_k, self._floyd(deg, fanout, generator))
-        keep = arange_k < deg                                                # [k, n]
-        # Transposed views: masked_select walks them node-major, grouping edges by node.
-        pos = (offs + start).t().masked_select(keep.t())
-        dst = torch.repeat_interleave(arange_n, deg.clamp(max=fanout))
-        return col.index_select(0, pos).long(), dst
+            big, small = nodes.new_empty(0), torch.arange(nodes.numel(), device=self.device)
+        else:
+            is_big = deg > fanout
+            big, small = is_big.nonzero().squeeze(1), (~is_big).nonzero().squeeze(1)
+        pos_small, row_small = self._all_edges(start.index_select(0, small),
+                                               deg.index_select(0, small))
+        num_big = big.numel() * max(fanout, 0)
+        out = torch.empty(2, num_big + pos_small.numel(), dtype=torch.long,
+                          device=self.device)
+        if num_big:
+            offs = self._floyd(deg.index_select(0, big), fanout, generator)  # [k, n_big]
+            pos_big = (offs + start.index_select(0, big)).t().reshape(-1)   # node-major
+            out[0, :num_big].copy_(col.index_select(0, pos_big))
+            out[1, :num_big].view(-1, fanout).copy_(big.unsqueeze(1))
+        out[0, num_big:].copy_(col.index_select(0, pos_small))
+        out[1, num_big:].copy_(small.index_select(0, row_small))
+        return out
+
+    @staticmethod
+    def _all_edges(start: Tensor, deg: Tensor) -> tuple[Tensor, Tensor]:
+        """Every edge of the rows ``[start, start + deg)``: positions in ``col`` and the row
+        of each (int64 [E] both)."""
+        row = torch.repeat_interleave(torch.arange(deg.numel(), device=deg.device), deg)
+        first = torch.cumsum(deg, 0) - deg                     # [n] row's first edge in E
+        pos = (start - first).index_select(0, row) + torch.arange(row.numel(),
+                                                                  device=deg.device)
+        return pos, row
 
     def _floyd(self, deg: Tensor, k: int, generator: torch.Generator | None) -> Tensor:
         r"""A uniform ``k``-subset of ``[0, deg)`` per node (Floyd's algorithm), int64
@@ -239,16 +250,17 @@ class NeighborSampler:
         earlier draw took it, then it takes ``deg - k + c`` (never drawn before): every
         subset comes out with probability ``1 / C(deg, k)``. Cost :math:`O(k^2)` per node.
         """
+        last = deg - k                                         # [n] draw c picks from [0, last + c]
         # float64: 53-bit uniforms keep floor(u * bound) unbiased for any int32 degree.
         u = torch.rand(k, deg.numel(), dtype=torch.float64, device=self.device,
                        generator=generator)
-        out = torch.empty(k, deg.numel(), dtype=torch.long, device=self.device)
-        for c in range(k):
-            bound = deg - (k - c)                   # [n] draw c picks from [0, bound]
-            t = u[c].mul_(bound + 1).long()
-            if c:
-                t = torch.where((out[:c] == t).any(0), bound, t)
-            out[c] = t
+        draws = torch.arange(1, k + 1, device=self.device).unsqueeze(1)
+        out = u.mul_(last + draws).long()                      # [k, n] the raw draws t
+        for c in range(1, k):
+            taken = out[0] == out[c]
+            for j in range(1, c):
+                taken |= out[j] == out[c]
+            torch.where(taken, last + c, out[c], out=out[c])
         return out
 
     def _relabel(self, nbr: Tensor, n_known: int) -> Tensor:
@@ -264,6 +276,6 @@ class NeighborSampler:
         first = torch.arange(n_known, n_known + e, dtype=torch.int32, device=self.device)
         local.scatter_reduce_(0, nbr, first, reduce="amin")
         new = nbr.masked_select(local.index_select(0, nbr) == first)
-        local.index_put_((new,), torch.arange(n_known, n_known + new.numel(),
-                                              dtype=torch.int32, device=self.device))
+        local.scatter_(0, new, torch.arange(n_known, n_known + new.numel(),
+                                            dtype=torch.int32, device=self.device))
         return new
