@@ -453,7 +453,7 @@ def _check_inputs(indices: Tensor, cores: Sequence[Tensor], tt_p_shapes: Sequenc
                          f"{device}")
     num_rows = math.prod(tt_p_shapes)
     if indices.numel():
-        lo, hi = int(indices.min()), int(indices.max())
+        lo, hi = (int(v) for v in torch.aminmax(indices))  # one host sync for both bounds
         if lo < 0 or hi >= num_rows:
             bad = lo if lo < 0 else hi
             raise ValueError(f"indices: id {bad} is out of range [0, {num_rows}) for "
