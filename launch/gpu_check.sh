@@ -4,8 +4,9 @@
 # 1. the device line, 2. the kernel tests compiled for CUDA (GNN_TT_TRITON_CUDA=1, no
 # interpreter) against the torch path and the dense table, 3. `gnn-tt bench kernels`: the
 # throughput table, printed and written to $OUT/kernels.json (results/ when OUT is unset).
-# Needs a Python with a CUDA build of torch, triton and this project installed; PYTHON picks
-# the interpreter (default: python on PATH). Sections are independent blocks: append new ones
+# Needs a Python with a CUDA build of torch, triton and the project's dependencies (the
+# repository root is put on the path by `python -m`); PYTHON picks the interpreter (default:
+# python on PATH). Sections are independent blocks: append new ones
 # (e.g. a training step comparison) at the end, each with its own time limit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
