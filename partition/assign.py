@@ -132,13 +132,13 @@ def assign_rows(edge_index: torch.Tensor | CSRGraph, num_nodes: int,
         >>> ra = assign_rows(edge_index, 2708, (8, 20, 18))
         >>> ra.stats["share_i1"]
     """
-    p, num_parts = _check_args(int(num_nodes), tt_p_shapes, method, num_parts)
-    graph = to_csr(edge_index, int(num_nodes))
+    num_nodes = int(num_nodes)
+    p, num_parts = _check_args(num_nodes, tt_p_shapes, method, num_parts)
+    label_array = None if labels is None else _labels_numpy(labels, num_nodes)
+    graph = to_csr(edge_index, num_nodes)
     rowptr, col = csr_numpy(graph)
     params = {"method": method, "tt_p_shapes": list(p), "num_parts": num_parts,
-              "seed": int(seed), "num_nodes": int(num_nodes)}
-
-    label_array = None if labels is None else _labels_numpy(labels, int(num_nodes))
+              "seed": int(seed), "num_nodes": num_nodes}
 
     path = key = None
     loaded = None
@@ -158,9 +158,9 @@ def assign_rows(edge_index: torch.Tensor | CSRGraph, num_nodes: int,
         elif method == "rcm":
             rows = rcm_rows(rowptr, col)
         elif method == "random":
-            rows = random_rows(int(num_nodes), seed)
+            rows = random_rows(num_nodes, seed)
         else:
-            rows = original_rows(int(num_nodes))
+            rows = original_rows(num_nodes)
         info["seconds"] = time.perf_counter() - t0
         row_of_node = torch.from_numpy(rows)
         if path is not None:
