@@ -1,0 +1,240 @@
+r"""TTEmbedding: an ``nn.Embedding`` whose table is stored as tensor-train cores."""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from gnn_tt.tt_shapes import check_tt_shapes, normalize_tt_ranks, suggest_tt_shapes
+from kernels.tt_lookup_torch import tt_full_weight, tt_lookup_torch
+
+# full_weight() refuses tables above this many entries (1 GiB in float32).
+FULL_WEIGHT_LIMIT = 2 ** 28
+_INITS = ("ortho", "gaussian")
+_BACKENDS = ("auto", "torch", "triton")
+_INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
+def _triton_lookup() -> Callable[..., Tensor] | None:
+    """``kernels.tt_lookup_triton.tt_lookup_triton``, or None where Triton cannot load."""
+    try:
+        from kernels.tt_lookup_triton import tt_lookup_triton
+    except ImportError:
+        return None
+    return tt_lookup_triton
+
+
+class TTEmbedding(nn.Module):
+    r"""Embedding table :math:`W \in \mathbb{R}^{N \times D}` in TT-matrix format
+    (`Oseledets, 2011 <https://doi.org/10.1137/090752286>`_; TT-Rec, Yin et al., 2021):
+
+    .. math::
+        W[i, j] = G_1[0, i_1, j_1, :] \, G_2[:, i_2, j_2, :] \cdots G_d[:, i_d, j_d, 0]
+
+    with row digits :math:`i = (i_1 p_2 + i_2) p_3 + i_3` and column digits
+    :math:`j = (j_1 q_2 + j_2) q_3 + j_3` (first core most significant). Rows
+    ``num_embeddings..prod(p)-1`` pad the grid and are never looked up.
+
+    Both initializations give entries of mean square ``init_scale**2 / D`` (a row's expected
+    squared norm is ``init_scale**2``, like unit-norm input features):
+
+    - ``"ortho"``: the ``prod(p) x D`` product has orthogonal columns of norm
+      ``init_scale * sqrt(prod(p) / D)`` (right-to-left QR of each core; needs
+      ``R_{k-1} q_k <= p_k R_k``). Unscaled orthonormal columns would give entries of order
+      ``1 / sqrt(prod(p))`` (about 6e-4 for ogbn-products), far too small for a GNN input,
+      hence the ``sqrt(prod(p) / D)`` factor, spread evenly over the cores.
+    - ``"gaussian"``: i.i.d. :math:`\mathcal{N}(0, \sigma^2)` cores with
+      :math:`\sigma^{2d} \prod_k R_k = \mathrm{init\_scale}^2 / D`, so that each entry of the
+      product (a sum over :math:`\prod_k R_k` rank paths) has variance ``init_scale**2 / D``.
+
+    Args:
+        num_embeddings (int): number of rows :math:`N`.
+        embedding_dim (int): row size :math:`D`.
+        tt_ranks (int or Sequence[int], optional): the ``d - 1`` inner TT ranks, or one rank for
+            all. (default: ``16``)
+        tt_p_shapes (Sequence[int], optional): row factors, product ``>= N``.
+            (default: :obj:`None`, :func:`suggest_tt_shapes` of :math:`N` with ``d`` cores)
+        tt_q_shapes (Sequence[int], optional): column factors, product ``== D``.
+            (default: :obj:`None`, exact balanced factors of :math:`D`)
+        init (str, optional): ``"ortho"`` or ``"gaussian"``. (default: ``"ortho"``)
+        backend (str, optional): ``"torch"`` (pure torch, any device), ``"triton"`` (CUDA),
+            or ``"auto"``: Triton when the cores are on CUDA and it imports. (default: ``"auto"``)
+        deterministic (bool, optional): ask the Triton backend for a deterministic backward
+            (the torch backend always is). (default: :obj:`True`)
+        init_scale (float, optional): RMS row norm at initialization. (default: ``1.0``)
+        num_cores (int, optional): ``d`` when neither shape is given. (default: ``3``)
+
+    Shapes:
+        - **input:** integer ids of any shape :math:`(*)` in ``[0, N)``
+        - **output:** :math:`(*, D)`
+
+    Example::
+
+        >>> emb = TTEmbedding(2_449_029, 100, tt_ranks=16, tt_p_shapes=[125, 140, 140],
+        ...                   tt_q_shapes=[4, 5, 5])
+        >>> emb(torch.tensor([[0, 7], [2_449_028, 3]])).shape
+        torch.Size([2, 2, 100])
+    """
+
+    def __init__(self, num_embeddings: int, embedding_dim: int,
+                 tt_ranks: int | Sequence[int] = 16, tt_p_shapes: Sequence[int] | None = None,
+                 tt_q_shapes: Sequence[int] | None = None, init: str = "ortho",
+                 backend: str = "auto", deterministic: bool = True, init_scale: float = 1.0,
+                 num_cores: int = 3, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        name = self.__class__.__name__
+        for arg, value in (("num_embeddings", num_embeddings), ("embedding_dim", embedding_dim)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"'{name}': {arg} must be a positive int, got {value!r}")
+        if init not in _INITS:
+            raise ValueError(f"'{name}': init={init!r} is not one of {_INITS}")
+        if backend not in _BACKENDS:
+            raise ValueError(f"'{name}': backend={backend!r} is not one of {_BACKENDS}")
+        if not init_scale > 0:
+            raise ValueError(f"'{name}': init_scale must be > 0, got {init_scale!r}")
+        d = len(tt_p_shapes) if tt_p_shapes is not None else (
+            len(tt_q_shapes) if tt_q_shapes is not None else num_cores)
+        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        self.tt_p_shapes = list(tt_p_shapes) if tt_p_shapes is not None else \
+            suggest_tt_shapes(num_embeddings, d)
+        self.tt_q_shapes = list(tt_q_shapes) if tt_q_shapes is not None else \
+            suggest_tt_shapes(embedding_dim, d, allow_round_up=False)
+        check_tt_shapes(num_embeddings, embedding_dim, self.tt_p_shapes, self.tt_q_shapes)
+        self.tt_ranks = normalize_tt_ranks(tt_ranks, d)
+        self.init, self.backend, self.deterministic = init, backend, deterministic
+        self.init_scale = float(init_scale)
+        full = [1, *self.tt_ranks, 1]
+        self.cores = nn.ParameterList(
+            nn.Parameter(torch.empty(full[k], p, q, full[k + 1], device=device, dtype=dtype))
+            for k, (p, q) in enumerate(zip(self.tt_p_shapes, self.tt_q_shapes)))
+        if init == "ortho":
+            self._check_ortho_shapes()
+        self.reset_parameters()
+
+    def _check_ortho_shapes(self) -> None:
+        for k, core in enumerate(self.cores):
+            r_in, p, q, r_out = core.shape
+            if r_in * q > p * r_out:
+                raise ValueError(
+                    f"'{self.__class__.__name__}': init='ortho' needs R_{k} q_{k + 1} <= "
+                    f"p_{k + 1} R_{k + 1} for every core, but core {k} has {r_in} * {q} > "
+                    f"{p} * {r_out} (tt_p_shapes={self.tt_p_shapes}, tt_q_shapes="
+                    f"{self.tt_q_shapes}, tt_ranks={self.tt_ranks}); lower the ranks or use "
+                    f"init='gaussian'")
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Re-draw the cores with ``self.init`` (see the class docstring for the scales)."""
+        d, dim = len(self.cores), self.embedding_dim
+        if self.init == "gaussian":
+            # Var(W) = prod(R) * sigma^(2d) = init_scale^2 / D
+            sigma = (self.init_scale ** 2 / dim / math.prod(self.tt_ranks)) ** (0.5 / d)
+            for core in self.cores:
+                core.normal_(0.0, sigma)
+            return
+        # orthonormal columns of the P x D product scaled to column norm init_scale sqrt(P / D)
+        per_core = (self.init_scale ** 2 * math.prod(self.tt_p_shapes) / dim) ** (0.5 / d)
+        for core in self.cores:
+            r_in, p, q, r_out = core.shape
+            # (p R_out, R_in q) with orthonormal columns: sum over (i_k, r_k) of G G = identity
+            gauss = torch.randn(p * r_out, r_in * q, dtype=torch.float64, device=core.device)
+            basis, triangle = torch.linalg.qr(gauss)
+            basis = basis * torch.sign(torch.diagonal(triangle))  # unique, uniformly random Q
+            core.copy_(basis.view(p, r_out, r_in, q).permute(2, 0, 3, 1) * per_core)
+
+    @classmethod
+    def from_dense(cls, weight: Tensor, tt_ranks: int | Sequence[int],
+                   tt_p_shapes: Sequence[int] | None = None,
+                   tt_q_shapes: Sequence[int] | None = None, **kwargs: Any) -> "TTEmbedding":
+        r"""TT-SVD of a dense table: sequential truncated SVDs over the merged modes
+        :math:`(i_k, j_k)`, in float64. Ranks at or above the exact TT ranks of ``weight``
+        reproduce it (the extra rank directions are zero).
+
+        Args:
+            weight (torch.Tensor): the table, :math:`(N, D)`.
+            tt_ranks (int or Sequence[int]): inner ranks of the result.
+            tt_p_shapes, tt_q_shapes, **kwargs: as in :class:`TTEmbedding`.
+        """
+        if weight.dim() != 2:
+            raise ValueError(f"'{cls.__name__}.from_dense': weight must be 2-D (N, D), got "
+                             f"shape {tuple(weight.shape)}")
+        num, dim = weight.shape
+        emb = cls(num, dim, tt_ranks, tt_p_shapes, tt_q_shapes, init="gaussian",
+                  device=weight.device, dtype=weight.dtype, **kwargs)
+        p, q, d = emb.tt_p_shapes, emb.tt_q_shapes, len(emb.tt_p_shapes)
+        full = torch.zeros(math.prod(p), dim, dtype=torch.float64, device=weight.device)
+        full[:num] = weight.detach().to(torch.float64)  # padding rows are zero
+        # (i_1..i_d, j_1..j_d) -> (i_1, j_1, i_2, j_2, ...): core k owns the pair (i_k, j_k)
+        rest = full.view(*p, *q).permute(*[a for k in range(d) for a in (k, d + k)])
+        rank = 1
+        for k in range(d - 1):
+            rest = rest.reshape(rank * p[k] * q[k], -1)
+            u, s, vh = torch.linalg.svd(rest, full_matrices=False)
+            keep = min(emb.tt_ranks[k], s.numel())
+            core = u.new_zeros(rank * p[k] * q[k], emb.tt_ranks[k])
+            core[:, :keep] = u[:, :keep]
+            rest = rest.new_zeros(emb.tt_ranks[k], vh.shape[1])
+            rest[:keep] = s[:keep, None] * vh[:keep]
+            with torch.no_grad():
+                emb.cores[k].copy_(core.view(rank, p[k], q[k], -1))
+            rank = emb.tt_ranks[k]
+        with torch.no_grad():
+            emb.cores[-1].copy_(rest.reshape(rank, p[-1], q[-1], 1))
+        return emb
+
+    def _lookup(self) -> Callable[..., Tensor]:
+        if self.backend == "torch":
+            return tt_lookup_torch
+        triton_lookup = _triton_lookup()
+        if self.backend == "triton":
+            if triton_lookup is None:
+                raise RuntimeError(f"'{self.__class__.__name__}': backend='triton' but "
+                                   f"kernels.tt_lookup_triton cannot be imported")
+            return lambda *args: triton_lookup(*args, deterministic=self.deterministic)
+        if triton_lookup is not None and self.cores[0].is_cuda:
+            return lambda *args: triton_lookup(*args, deterministic=self.deterministic)
+        return tt_lookup_torch
+
+    def forward(self, indices: Tensor) -> Tensor:
+        name = self.__class__.__name__
+        if indices.dtype not in _INT_DTYPES:
+            raise TypeError(f"'{name}': indices must have an integer dtype, got {indices.dtype}")
+        flat = indices.reshape(-1).long()
+        if flat.numel() == 0:  # one path for every backend: an empty (0, D) with a grad_fn
+            rows = tt_lookup_torch(flat, list(self.cores), self.tt_p_shapes, self.tt_q_shapes)
+            return rows.view(*indices.shape, self.embedding_dim)
+        low, high = (int(v) for v in torch.aminmax(flat))  # one host sync for both bounds
+        if low < 0 or high >= self.num_embeddings:
+            bad = low if low < 0 else high
+            raise IndexError(f"'{name}': index {bad} is out of range [0, "
+                             f"{self.num_embeddings})")
+        rows = self._lookup()(flat, list(self.cores), self.tt_p_shapes, self.tt_q_shapes)
+        return rows.view(*indices.shape, self.embedding_dim)
+
+    def full_weight(self) -> Tensor:
+        """The dense ``(num_embeddings, embedding_dim)`` table, differentiable w.r.t. the cores;
+        refuses tables above ``FULL_WEIGHT_LIMIT`` (2**28) entries."""
+        size = self.num_embeddings * self.embedding_dim
+        if size > FULL_WEIGHT_LIMIT:
+            raise RuntimeError(
+                f"'{self.__class__.__name__}': full_weight() of {self.num_embeddings} x "
+                f"{self.embedding_dim} = {size} entries exceeds the limit of "
+                f"{FULL_WEIGHT_LIMIT}; look rows up with forward() instead")
+        return tt_full_weight(list(self.cores), self.num_embeddings)
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(core.numel() for core in self.cores)
+
+    @property
+    def compression_ratio(self) -> float:
+        """Entries of the dense table per TT parameter."""
+        return self.num_embeddings * self.embedding_dim / self.num_parameters
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_embeddings}, {self.embedding_dim}, tt_p_shapes={self.tt_p_shapes}, "
+                f"tt_q_shapes={self.tt_q_shapes}, tt_ranks={self.tt_ranks}, init={self.init}, "
+                f"backend={self.backend}")
