@@ -22,18 +22,14 @@ from typing import Any, Sequence
 import numpy as np
 
 from gnn_tt.bench.table import report
+from gnn_tt.tt_shapes import suggest_tt_shapes
 
 # Named sizes: node count and row factors (products: the reference's p).
 PRODUCTS_NODES = 2_449_029
 PRODUCTS_P = (125, 140, 140)
 _SIZE_NAMES = {"100k": 100_000, "1M": 1_000_000, "products": PRODUCTS_NODES}
-
-
-def balanced_p(num_nodes: int, slack: float = 0.05) -> tuple[int, int, int]:
-    """Three near-equal row factors with product >= ``(1 + slack) * num_nodes``, close to it."""
-    target = math.ceil(num_nodes * (1.0 + slack))
-    base = max(1, round(target ** (1.0 / 3.0)))
-    return base, base, math.ceil(target / (base * base))
+# Rows per node for the other sizes, as `gnn-tt train` chooses them: room for METIS' imbalance.
+ROW_SLACK = 1.05
 
 
 def parse_size(text: str) -> tuple[int, tuple[int, ...]]:
@@ -48,7 +44,9 @@ def parse_size(text: str) -> tuple[int, tuple[int, ...]]:
                              f"{', '.join(_SIZE_NAMES)}") from None
         if n < 2:
             raise ValueError(f"--sizes: a graph needs >= 2 nodes, got {n}")
-    return n, PRODUCTS_P if n == PRODUCTS_NODES else balanced_p(n)
+    if n == PRODUCTS_NODES:
+        return n, PRODUCTS_P
+    return n, tuple(suggest_tt_shapes(math.ceil(n * ROW_SLACK), 3))
 
 
 def _generate(nodes: int, seed: int, out: Path) -> None:
@@ -95,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sizes", default="100k,1M,products",
                         help="comma-separated node counts or 100k / 1M / products "
                              f"(products = {PRODUCTS_NODES} nodes with p = {PRODUCTS_P}; "
-                             "other sizes get 3 balanced factors with ~5%% slack)")
+                             "other sizes get suggest_tt_shapes(1.05 N) factors)")
     parser.add_argument("--seed", type=int, default=0, help="graph and METIS seed")
     parser.add_argument("--output", default=None, help="write the results as JSON here")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)  # internal stages
