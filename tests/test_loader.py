@@ -165,12 +165,22 @@ def test_len_and_repr():
     (dict(seeds=torch.ones(4)), TypeError, r"integer node ids, got torch.float32"),
     (dict(seeds=torch.ones(2, 2, dtype=torch.long)), ValueError, r"1-D tensor of node ids"),
     (dict(fanouts=[]), ValueError, r"at least one hop"),
+    (dict(seeds=torch.tensor([3, 80])), ValueError,
+     r"\[0, num_nodes=80\), got ids in \[3, 80\]"),
+    (dict(seeds=torch.tensor([3, 5, 3])), ValueError, r"distinct node ids, got duplicates"),
 ])
 def test_bad_arguments(kwargs, error, match):
     args = dict(graph=random_graph(), seeds=torch.arange(10), fanouts=[2], batch_size=4)
     args.update(kwargs)
     with pytest.raises(error, match=match):
         NeighborLoader(**args)
+
+
+def test_pin_memory_needs_a_cpu_graph():
+    graph = random_graph().to("meta")  # any non-CPU device
+    with pytest.raises(ValueError, match="pin_memory applies to batches sampled on the CPU, "
+                                         "the graph is on meta"):
+        NeighborLoader(graph, torch.arange(10), [2], 4, pin_memory=True)
 
 
 def test_bad_epoch():

@@ -97,7 +97,7 @@ def run_epoch(graph: CSRGraph, seeds: torch.Tensor, args: argparse.Namespace, th
     """One epoch through a fresh loader; returns one table row."""
     torch.set_num_threads(threads)
     loader = NeighborLoader(graph, seeds, args.fanouts, args.batch_size, seed=args.seed,
-                            prefetch=prefetch, pin_memory=graph.device.type == "cuda")
+                            prefetch=prefetch)
     edges = nodes = 0
     max_rss = current_rss_bytes()
     wall, cpu = time.perf_counter(), time.process_time()

@@ -111,7 +111,18 @@ class NeighborLoader:
                 raise ValueError(f"'{name}': {arg} must be an int >= {low}, got {value!r}")
         rank_share(seeds, rank, world_size)  # validates rank and world_size
         self.sampler = NeighborSampler(graph, fanouts)
+        if pin_memory and self.sampler.device.type != "cpu":
+            raise ValueError(f"'{name}': pin_memory applies to batches sampled on the CPU, "
+                             f"the graph is on {self.sampler.device}")
         self.seeds = seeds.long().cpu()
+        # Checked once here rather than per batch in the middle of an epoch.
+        if self.seeds.numel():
+            lo, hi = int(self.seeds.min()), int(self.seeds.max())
+            if lo < 0 or hi >= graph.num_nodes:
+                raise ValueError(f"'{name}': seeds must lie in [0, num_nodes={graph.num_nodes})"
+                                 f", got ids in [{lo}, {hi}]")
+            if torch.unique(self.seeds).numel() != self.seeds.numel():
+                raise ValueError(f"'{name}': seeds must be distinct node ids, got duplicates")
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.rank, self.world_size, self.seed = rank, world_size, seed
         self.prefetch, self.pin_memory = prefetch, pin_memory
