@@ -8,7 +8,7 @@ from gnn_tt.data.sampler import MiniBatch
 from gnn_tt.models import GAT, GraphSAGE, NodeClassifier, build_node_input, wrap_ddp
 from oracle_blocks import full_blocks, tiny_graph
 
-P_SHAPES, Q_SHAPES = [2, 3, 2], [1, 2, 3]  # 12 TT rows for the 10 nodes, D = 6
+P_SHAPES, Q_SHAPES = [2, 3, 2], [3, 2, 1]  # 12 TT rows for the 10 nodes, D = 6
 LABELS = torch.arange(10) % 3
 RANK_SEEDS = ([0, 4, 7], [2, 4, 9, 5])  # the two ranks' batches (node 4 in both)
 

@@ -8,7 +8,7 @@ import torch.multiprocessing as mp
 from gnn_tt.models import (FeatureInput, FullNodeEmbedding, TTNodeEmbedding,
                            build_node_input)
 
-P_SHAPES, Q_SHAPES = [2, 3, 2], [1, 2, 3]  # 12 rows, D = 6
+P_SHAPES, Q_SHAPES = [2, 3, 2], [3, 2, 1]  # 12 rows, D = 6
 
 
 def _rows(num_nodes: int = 10) -> torch.Tensor:

@@ -17,6 +17,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..tt_embedding import TTEmbedding
 
 KINDS = ("tt", "full", "features")
 
@@ -111,7 +112,6 @@ class TTNodeEmbedding(NodeInput):
         self.num_nodes = row_of_node.numel()
         self.embedding_dim = embedding_dim
         self.register_buffer("row_of_node", row_of_node.long(), persistent=False)
-        from ..tt_embedding import TTEmbedding
         self.tt = TTEmbedding(num_rows, embedding_dim, tt_ranks=tt_ranks, tt_p_shapes=tt_p_shapes,
                               tt_q_shapes=tt_q_shapes, init=init, backend=backend)
 
