@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="dataset name, as gnn_tt.data.load_dataset takes it "
                              "(e.g. ogbn-products, synthetic-products, npz:PATH)")
     parser.add_argument("--root", default=None, help="directory of downloaded datasets "
-                        "(default: $GNN_TT_DATA or ./data)")
+                        "(None: $GNN_TT_DATA or ./data)")
     parser.add_argument("--method", default="hierarchical", choices=METHODS,
                         help="row layout method")
     parser.add_argument("--tt-p-shapes", type=_shapes, required=True,
