@@ -1,0 +1,183 @@
+import math
+
+import pytest
+import torch
+
+import gnn_tt.tt_embedding as tt_embedding_module
+from gnn_tt import TTEmbedding
+from kernels.tt_lookup_torch import tt_full_weight
+
+# p = (3, 4, 5), q = (3, 2, 2): ortho needs R1 <= 4 (core 2: R1 q2 <= p2 R2) and R2 <= 2
+SMALL = dict(num_embeddings=50, embedding_dim=12, tt_ranks=[4, 2], tt_p_shapes=[3, 4, 5],
+             tt_q_shapes=[3, 2, 2])
+
+
+@pytest.mark.parametrize("shape", [(7,), (2, 3), (2, 1, 4)])
+def test_forward_any_index_shape_matches_dense_gather(shape):
+    emb = TTEmbedding(**SMALL, backend="torch")
+    ids = torch.randint(0, 50, shape, generator=torch.Generator().manual_seed(0))
+    out = emb(ids)
+    assert out.shape == (*shape, 12)
+    torch.testing.assert_close(out, emb.full_weight()[ids])
+
+
+@pytest.mark.parametrize("p, q, ranks", [([7, 8], [3, 5], [6]), ([3, 4, 5], [3, 1, 3], [2, 3]),
+                                         ([2, 3, 2, 3], [2, 2, 1, 3], [2, 2, 2])])
+def test_every_core_grad_vs_dense_reconstruction(p, q, ranks):
+    n, dim = math.prod(p) - 1, math.prod(q)
+    emb = TTEmbedding(n, dim, ranks, p, q, init="gaussian", dtype=torch.float64)
+    ids = torch.tensor([[0, n - 1, 3], [3, 3, 1]])
+    grad_out = torch.randn(2, 3, dim, dtype=torch.float64)
+    grads = torch.autograd.grad(emb(ids), list(emb.cores), grad_out)
+    ref = torch.autograd.grad(emb.full_weight()[ids], list(emb.cores), grad_out)
+    for got, want in zip(grads, ref):
+        torch.testing.assert_close(got, want)
+
+
+def test_ortho_columns_orthogonal_with_documented_scale():
+    emb = TTEmbedding(**SMALL, init="ortho", init_scale=2.0, dtype=torch.float64)
+    grid = tt_full_weight(list(emb.cores))  # all prod(p) = 60 rows
+    # W^T W = init_scale^2 * P / D * I, i.e. mean square entry init_scale^2 / D
+    torch.testing.assert_close(grid.T @ grid, 4.0 * 60 / 12 * torch.eye(12, dtype=torch.float64))
+
+
+def test_ortho_impossible_shapes_raise():
+    with pytest.raises(ValueError, match=r"core 2 has 3 \* 2 > 5 \* 1"):
+        TTEmbedding(**{**SMALL, "tt_ranks": [4, 3]}, init="ortho")
+
+
+def test_gaussian_entry_variance_matches_target():
+    torch.manual_seed(0)
+    emb = TTEmbedding(1000, 64, tt_ranks=[8, 8], tt_p_shapes=[10, 10, 10],
+                      tt_q_shapes=[4, 4, 4], init="gaussian", init_scale=3.0)
+    weight = emb.full_weight().detach()
+    # target Var(W_ij) = init_scale^2 / D; the estimate over 64k entries of a few
+    # draws of the cores is loose, so the band is wide but excludes 1/D and 1
+    assert 0.5 * 9 / 64 < weight.var().item() < 2.0 * 9 / 64
+    assert abs(weight.mean().item()) < 0.1 * math.sqrt(9 / 64)
+
+
+@pytest.mark.parametrize("ranks", [[6, 15], [40, 40]])
+def test_from_dense_full_ranks_reproduce(ranks):
+    weight = torch.randn(50, 12, dtype=torch.float64)
+    emb = TTEmbedding.from_dense(weight, ranks, [3, 4, 5], [2, 2, 3])
+    assert emb.tt_ranks == ranks and emb.cores[0].dtype == torch.float64
+    torch.testing.assert_close(emb.full_weight(), weight)
+
+
+def test_from_dense_truncation_is_exact_for_low_tt_rank_weight():
+    source = TTEmbedding(60, 12, [2, 2], [3, 4, 5], [2, 2, 3], init="gaussian",
+                         dtype=torch.float64)
+    weight = source.full_weight().detach()
+    rebuilt = TTEmbedding.from_dense(weight, 2, [3, 4, 5], [2, 2, 3])
+    torch.testing.assert_close(rebuilt.full_weight(), weight)
+    truncated = TTEmbedding.from_dense(torch.randn(60, 12, dtype=torch.float64), 1,
+                                       [3, 4, 5], [2, 2, 3])
+    assert truncated.num_parameters == 1 * 6 + 8 + 15
+
+
+def test_default_shapes_parameters_and_ratio():
+    emb = TTEmbedding(2_449_029, 100, tt_ranks=16, tt_p_shapes=[125, 140, 140],
+                      tt_q_shapes=[4, 5, 5])
+    assert emb.num_parameters == 8_000 + 179_200 + 11_200  # DESIGN.md figure
+    assert emb.compression_ratio == pytest.approx(2_449_029 * 100 / 198_400)
+    auto = TTEmbedding(1000, 64, tt_ranks=4, init="gaussian")
+    assert auto.tt_p_shapes == [10, 10, 10] and auto.tt_q_shapes == [4, 4, 4]
+    assert [tuple(c.shape) for c in auto.cores] == [(1, 10, 4, 4), (4, 10, 4, 4), (4, 10, 4, 1)]
+
+
+def test_repr():
+    emb = TTEmbedding(**SMALL)
+    assert emb.extra_repr() == ("50, 12, tt_p_shapes=[3, 4, 5], tt_q_shapes=[3, 2, 2], "
+                                "tt_ranks=[4, 2], init=ortho, backend=auto")
+    assert repr(emb).startswith("TTEmbedding(\n  50, 12,")
+
+
+def test_state_dict_round_trip():
+    emb, other = TTEmbedding(**SMALL), TTEmbedding(**SMALL)
+    assert not torch.equal(emb.cores[1], other.cores[1])
+    other.load_state_dict(emb.state_dict())
+    ids = torch.arange(50)
+    assert torch.equal(emb(ids), other(ids))
+    assert sorted(emb.state_dict()) == ["cores.0", "cores.1", "cores.2"]
+
+
+def test_reset_parameters_redraws():
+    emb = TTEmbedding(**SMALL)
+    before = emb.cores[0].detach().clone()
+    emb.reset_parameters()
+    assert not torch.equal(before, emb.cores[0])
+
+
+def test_empty_batch_keeps_shape_and_backprops():
+    emb = TTEmbedding(**SMALL)
+    out = emb(torch.zeros(0, 3, dtype=torch.long))
+    assert out.shape == (0, 3, 12)
+    out.sum().backward()
+    assert all(torch.count_nonzero(c.grad) == 0 for c in emb.cores)
+
+
+def test_training_step_reduces_loss():
+    torch.manual_seed(0)
+    emb = TTEmbedding(**SMALL, init="gaussian")
+    target = torch.randn(50, 12)
+    opt = torch.optim.Adam(emb.parameters(), lr=0.05)
+    ids = torch.arange(50)
+    losses = []
+    for _ in range(12):
+        loss = (emb(ids) - target).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_backend_dispatch(monkeypatch):
+    calls = []
+
+    def fake_triton(indices, cores, p, q, deterministic=True):
+        calls.append(deterministic)
+        return torch.zeros(indices.numel(), 12)
+
+    monkeypatch.setattr(tt_embedding_module, "_triton_lookup", lambda: fake_triton)
+    ids = torch.tensor([1, 2])
+    TTEmbedding(**SMALL, backend="triton", deterministic=False)(ids)
+    assert calls == [False]
+    TTEmbedding(**SMALL, backend="auto")(ids)  # CPU cores: the torch path
+    assert calls == [False]
+    monkeypatch.setattr(tt_embedding_module, "_triton_lookup", lambda: None)
+    with pytest.raises(RuntimeError, match="backend='triton' but kernels.tt_lookup_triton"):
+        TTEmbedding(**SMALL, backend="triton")(ids)
+
+
+@pytest.mark.parametrize("ids, error, match", [
+    (torch.tensor([0, 50]), IndexError, r"index 50 is out of range \[0, 50\)"),
+    (torch.tensor([-3, 4]), IndexError, r"index -3 is out of range"),
+    (torch.tensor([1.0]), TypeError, "integer dtype, got torch.float32"),
+])
+def test_bad_indices(ids, error, match):
+    with pytest.raises(error, match=match):
+        TTEmbedding(**SMALL)(ids)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"tt_p_shapes": [3, 4, 4]}, r"product 48 < num_embeddings=50"),
+    ({"tt_q_shapes": [3, 2, 3]}, r"product 18 != embedding_dim=12"),
+    ({"tt_ranks": [4]}, r"tt_ranks=\[4\]: need 2 inner ranks"),
+    ({"init": "xavier"}, "init='xavier' is not one of"),
+    ({"backend": "cuda"}, "backend='cuda' is not one of"),
+    ({"num_embeddings": 0}, "num_embeddings must be a positive int, got 0"),
+    ({"init_scale": 0.0}, "init_scale must be > 0, got 0.0"),
+])
+def test_bad_constructor_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TTEmbedding(**{**SMALL, **kwargs})
+
+
+def test_full_weight_refuses_huge_tables():
+    emb = TTEmbedding(111_059_956, 128, tt_ranks=16, tt_p_shapes=[512, 500, 500],
+                      tt_q_shapes=[8, 4, 4], init="gaussian")
+    with pytest.raises(RuntimeError, match="111059956 x 128 = 14215674368 entries exceeds"):
+        emb.full_weight()
+    assert emb(torch.tensor([111_059_955])).shape == (1, 128)
