@@ -260,6 +260,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 row[f"{tag} triton/gather"] = row[f"{tag} triton ns"] / row[f"{tag} gather ns"]
         row["Mlookups/s fwd+bwd"] = 1e3 / row[f"fwd+bwd {methods[0]} ns"]
         rows.append(row)
+        # One line per case as it completes: a run cut short still shows what it measured.
+        tqdm.write(f"{shape.name} R{rank} B={batch} {kind}: fwd+bwd ns/lookup "
+                   + ", ".join(f"{m} {row[f'fwd+bwd {m} ns']:.3g}" for m in methods))
     targets = [r for r in rows if r["shape"] == "target" and r["B"] == 1_000_000]
     extra = {"device": str(device), "copy_bandwidth_GBps": bandwidth / 1e9, "checks": checks,
              "quick": args.quick,
