@@ -62,7 +62,7 @@ def test_structure_predicts_labels(small):
     largest_class = float(torch.bincount(small.y).max()) / small.num_nodes
     acc = neighbour_majority_accuracy(small)
     assert acc > 0.8 and acc > 2 * largest_class
-    assert small.edge_homophily() > 0.7
+    assert small.edge_homophily() > 0.55
     # Without the hierarchy the same degrees and labels carry no signal.
     flat = synthetic_graph(**SMALL, p_community=0.0, p_class=0.0, p_group=0.0)
     share = torch.bincount(flat.y).double() / flat.num_nodes

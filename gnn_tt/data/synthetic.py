@@ -11,9 +11,12 @@ uniformly among the classes of the node's group. Node ids are a seeded random pe
 the hierarchy order, so the dataset order carries no locality (as a crawl order would not)
 and a graph partitioner has something to find.
 
-Structure therefore predicts labels: a featureless GNN with learnable node embeddings beats
-chance by a wide margin, and layouts that keep communities together help, as on
-ogbn-products. Splits are a seeded random 8% / 2% / 90% train / valid / test (ogbn-products
+Structure therefore predicts labels, as on ogbn-products, and layouts that keep communities
+together help. Measured at 200,000 nodes with the other defaults: label propagation from the
+train split reaches 0.83 test accuracy (majority class: 0.22), edge homophily 0.59; the
+noise caps accuracy near ``1 - label_noise * (1 - groups / classes)``. ogbn-products: label
+propagation 0.74, homophily 0.81 (its sales-rank split makes it harder than its homophily
+suggests; this random split does not, so the label noise carries the difficulty). Splits are a seeded random 8% / 2% / 90% train / valid / test (ogbn-products
 is 8% / 1.6% / 90.4%, by sales rank).
 
 Cost at products scale (2,449,029 nodes, 61.9M undirected edges): edges are drawn in chunks
@@ -61,7 +64,7 @@ class SyntheticConfig:
         p_group (float): probability that it goes elsewhere in the source's group
             (default: ``0.08``); the rest connects uniformly (by propensity) over the graph.
         label_noise (float): fraction of nodes whose label is redrawn among their group's
-            classes (default: ``0.05``).
+            classes (default: ``0.2``).
         degree_exponent (float): power-law exponent of the expected degrees, > 2
             (default: ``2.5``).
         max_degree (int): cap on a node's expected degree (default: ``20_000``;
@@ -87,7 +90,7 @@ class SyntheticConfig:
     p_community: float = 0.7
     p_class: float = 0.15
     p_group: float = 0.08
-    label_noise: float = 0.05
+    label_noise: float = 0.2
     degree_exponent: float = 2.5
     max_degree: int = 20_000
     class_skew: float = 1.0
