@@ -84,13 +84,15 @@ class MiniBatch:
 
 def _check_fanouts(fanouts: Sequence[int]) -> list[int]:
     if isinstance(fanouts, (str, bytes)) or not isinstance(fanouts, Sequence):
-        raise TypeError(f"fanouts must be a sequence of ints, got {fanouts!r}")
+        raise TypeError(f"'NeighborSampler': fanouts must be a sequence of ints, "
+                        f"got {fanouts!r}")
     fanouts = list(fanouts)
     if not fanouts:
-        raise ValueError("fanouts must hold at least one hop, got []")
+        raise ValueError("'NeighborSampler': fanouts must hold at least one hop, got []")
     for f in fanouts:
         if isinstance(f, bool) or not isinstance(f, int) or (f < 1 and f != -1):
-            raise ValueError(f"fanouts must be ints >= 1 or -1 (all neighbours), got {fanouts}")
+            raise ValueError(f"'NeighborSampler': fanouts must be ints >= 1 or -1 "
+                             f"(all neighbours), got {fanouts}")
     return fanouts
 
 
@@ -124,7 +126,8 @@ class NeighborSampler:
 
     def __init__(self, graph: CSRGraph, fanouts: Sequence[int]):
         if not isinstance(graph, CSRGraph):
-            raise TypeError(f"graph must be a CSRGraph, got {type(graph).__name__}")
+            raise TypeError(f"'NeighborSampler': graph must be a CSRGraph, "
+                            f"got {type(graph).__name__}")
         self.graph = graph
         self.fanouts = _check_fanouts(fanouts)
         # Global id -> local id of the batch being sampled, _UNSET elsewhere. int32 halves
@@ -142,19 +145,20 @@ class NeighborSampler:
                 f"fanouts={self.fanouts}, device={self.device})")
 
     def _check_seeds(self, seeds: Tensor) -> Tensor:
+        name = self.__class__.__name__
         if not isinstance(seeds, Tensor):
-            raise TypeError(f"seeds must be a torch.Tensor, got {type(seeds).__name__}")
+            raise TypeError(f"'{name}': seeds must be a torch.Tensor, got {type(seeds).__name__}")
         if seeds.dim() != 1:
-            raise ValueError(f"seeds must be 1-D, got shape {list(seeds.shape)}")
+            raise ValueError(f"'{name}': seeds must be 1-D, got shape {list(seeds.shape)}")
         if seeds.dtype.is_floating_point or seeds.dtype.is_complex or seeds.dtype == torch.bool:
-            raise TypeError(f"seeds must hold integer node ids, got dtype {seeds.dtype}")
+            raise TypeError(f"'{name}': seeds must hold integer node ids, got dtype {seeds.dtype}")
         seeds = seeds.to(self.device, torch.long)
         if seeds.numel():
             lo, hi = torch.aminmax(seeds)
             lo, hi = int(lo), int(hi)  # one host sync for both bounds
             if lo < 0 or hi >= self.graph.num_nodes:
-                raise ValueError(f"seeds must lie in [0, num_nodes={self.graph.num_nodes}), "
-                                 f"got ids in [{lo}, {hi}]")
+                raise ValueError(f"'{name}': seeds must lie in [0, num_nodes="
+                                 f"{self.graph.num_nodes}), got ids in [{lo}, {hi}]")
         return seeds
 
     def sample(self, seeds: Tensor, generator: torch.Generator | None = None) -> MiniBatch:
@@ -172,8 +176,8 @@ class NeighborSampler:
         """
         seeds = self._check_seeds(seeds)
         if generator is not None and generator.device.type != self.device.type:
-            raise ValueError(f"generator is on {generator.device}, the graph on {self.device}; "
-                             f"they must match")
+            raise ValueError(f"'{self.__class__.__name__}': generator is on {generator.device}, "
+                             f"the graph on {self.device}; they must match")
         with self._lock:
             try:
                 return self._sample(seeds, generator)
@@ -188,7 +192,8 @@ class NeighborSampler:
         arange_n = torch.arange(n, dtype=torch.int32, device=self.device)
         local.scatter_(0, seeds, arange_n)
         if n and not bool((local.index_select(0, seeds) == arange_n).all()):
-            raise ValueError("seeds must be distinct node ids, got duplicates")
+            raise ValueError(f"'{self.__class__.__name__}': seeds must be distinct node ids, "
+                             f"got duplicates")
         n_id = seeds
         blocks = []
         for fanout in self.fanouts:
@@ -211,7 +216,7 @@ class NeighborSampler:
         # index_select rather than tensor[index] throughout: several times faster on CPU.
         rowptr, col = self.graph.rowptr, self.graph.col
         start = rowptr.index_select(0, nodes)                  # [n]
-        deg = rowptr.index_select(0, nodes + 1) - start        # [n]
+        deg = rowptr[1:].index_select(0, nodes) - start        # [n]
         # Rows with more neighbours than the fanout draw a subset; the others keep all.
         if fanout == -1:
             big, small = nodes.new_empty(0), torch.arange(nodes.numel(), device=self.device)
