@@ -45,7 +45,8 @@ def num_batches(num_seeds: int, batch_size: int, world_size: int = 1,
     the full batches the smallest share holds (identical on all ranks, as DDP needs)."""
     if drop_last:
         return (num_seeds // world_size) // batch_size
-    return -(-(-(-num_seeds // world_size)) // batch_size)  # ceil(ceil(S / W) / B)
+    largest_share = -(-num_seeds // world_size)  # ceil
+    return -(-largest_share // batch_size)
 
 
 def batch_bounds(share_size: int, batch_size: int, count: int) -> list[int]:

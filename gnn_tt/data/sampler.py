@@ -154,8 +154,7 @@ class NeighborSampler:
             raise TypeError(f"'{name}': seeds must hold integer node ids, got dtype {seeds.dtype}")
         seeds = seeds.to(self.device, torch.long)
         if seeds.numel():
-            lo, hi = torch.aminmax(seeds)
-            lo, hi = int(lo), int(hi)  # one host sync for both bounds
+            lo, hi = torch.stack(torch.aminmax(seeds)).tolist()  # one host sync for both
             if lo < 0 or hi >= self.graph.num_nodes:
                 raise ValueError(f"'{name}': seeds must lie in [0, num_nodes="
                                  f"{self.graph.num_nodes}), got ids in [{lo}, {hi}]")
