@@ -29,7 +29,7 @@ import yaml
 MODELS = ("gat", "sage")
 EMBEDDINGS = ("tt", "full", "features")
 PARTITIONS = ("hierarchical", "metis-flat", "original", "random", "rcm")
-TT_INITS = ("ortho", "gaussian")
+TT_INITS = ("gaussian", "ortho")
 GAT_NORMS = ("batch", "layer", "none")
 
 # The embedded default graph: products-like (power-law community graph, labels follow the
@@ -67,7 +67,9 @@ class TrainConfig:
             (default: chosen from the graph size with ~5% slack).
         tt_q_shapes (tuple of int, optional): column factors, product == ``emb_dim``
             (default: balanced factors of ``emb_dim``).
-        tt_init (str): TT core initialization, ``ortho`` or ``gaussian``. (default: ``"ortho"``)
+        tt_init (str): TT core initialization, ``gaussian`` or ``ortho`` (orthonormal
+            columns; needs ``R_{k-1} q_k <= p_k R_k`` for every core, which small graphs with
+            rank 16 do not meet). (default: ``"gaussian"``)
         partition (str): node -> row layout: ``hierarchical``, ``metis-flat``, ``original``,
             ``random``, ``rcm``. (default: ``"hierarchical"``)
         num_parts (int, optional): k of ``metis-flat`` (0 = original order); required by it.
@@ -100,7 +102,7 @@ class TrainConfig:
             the same for the same training config, so a restarted command finds its checkpoint).
         resume (bool): continue from ``output/checkpoint.pt`` when it exists; restarts under
             ``torchrun --max-restarts`` resume automatically. (default: ``False``)
-        cache_dir (str, optional): partition cache (default: ``.cache/partitions``).
+        cache_dir (str, optional): partition cache (default: ``cache/partitions``).
         eval_every (int): evaluate every this many epochs (and after the last). (default: ``1``)
         layerwise_inference (bool): final evaluation of the best model with layer-wise
             full-neighbour inference over all nodes (exact, needs [N, D] in memory).
@@ -120,7 +122,8 @@ class TrainConfig:
         "row factors, comma separated, product >= nodes (None: from the graph size)"))
     tt_q_shapes: tuple[int, ...] | None = field(default=None, metadata=_help(
         "column factors, comma separated, product == emb_dim (None: balanced)"))
-    tt_init: str = field(default="ortho", metadata=_help(f"TT init: {' | '.join(TT_INITS)}"))
+    tt_init: str = field(default="gaussian", metadata=_help(
+        f"TT init: {' | '.join(TT_INITS)} (ortho needs R*q_k <= p_k*R per core)"))
     partition: str = field(default="hierarchical", metadata=_help(
         f"row layout: {' | '.join(PARTITIONS)}"))
     num_parts: int | None = field(default=None, metadata=_help(
@@ -154,7 +157,7 @@ class TrainConfig:
     resume: bool = field(default=False, metadata=_help(
         "continue from OUTPUT/checkpoint.pt if it exists"))
     cache_dir: str | None = field(default=None, metadata=_help(
-        "partition cache directory (None: .cache/partitions)"))
+        "partition cache directory (None: cache/partitions)"))
     eval_every: int = field(default=1, metadata=_help("evaluate every N epochs"))
     layerwise_inference: bool = field(default=False, metadata=_help(
         "final evaluation by layer-wise full-neighbour inference"))
@@ -214,7 +217,7 @@ class TrainConfig:
             raise ValueError(f"tt_p_shapes {self.tt_p_shapes} and tt_q_shapes "
                              f"{self.tt_q_shapes} need the same number of factors")
         if self.cache_dir is None:
-            self.cache_dir = os.path.join(".cache", "partitions")
+            self.cache_dir = os.path.join("cache", "partitions")
         if self.output is None:
             self.output = os.path.join("runs", f"{_slug(self.dataset)}-{self.model}-"
                                                f"{self.emb}-{self.training_hash()}")

@@ -82,7 +82,7 @@ def tt_shapes(config: TrainConfig, num_nodes: int) -> tuple[tuple[int, ...], tup
 
     d = len(config.tt_p_shapes or config.tt_q_shapes or (0, 0, 0))
     p = config.tt_p_shapes or tuple(suggest_tt_shapes(math.ceil(num_nodes * ROW_SLACK), d))
-    q = config.tt_q_shapes or tuple(suggest_tt_shapes(config.emb_dim, d, exact=True))
+    q = config.tt_q_shapes or tuple(suggest_tt_shapes(config.emb_dim, d, allow_round_up=False))
     if math.prod(p) < num_nodes:
         raise ValueError(f"tt_p_shapes {p} give {math.prod(p)} rows < {num_nodes} nodes")
     return tuple(p), tuple(q)

@@ -11,14 +11,15 @@ from gnn_tt.checkpoint import CHECKPOINT_NAME, CheckpointError
 from gnn_tt.config import TrainConfig
 from gnn_tt.train import FAIL_ENV, main, run
 
-# A small products-like graph where structure predicts labels (8 classes, chance 0.125).
+# A small products-like graph where structure predicts labels: 8 classes of Zipf sizes (the
+# majority class is ~1/3 of the nodes), 240 training nodes.
 GRAPH = "synthetic:nodes=3000,degree=10,classes=8,seed=0"
 REPO = Path(__file__).resolve().parents[1]
 
 
 def small(tmp_path: Path, name: str, **overrides) -> TrainConfig:
     values = dict(dataset=GRAPH, model="sage", emb="tt", emb_dim=16, tt_rank=8,
-                  num_layers=2, hidden=32, fanouts=(5, 5), batch_size=64, eval_batch_size=512,
+                  num_layers=2, hidden=32, fanouts=(5, 5), batch_size=32, eval_batch_size=512,
                   epochs=4, lr=0.01, emb_lr=0.05, device="cpu", num_threads=1,
                   cache_dir=str(tmp_path / "cache"), output=str(tmp_path / name))
     values.update(overrides)
@@ -34,9 +35,10 @@ def without_times(records: list[dict]) -> list[dict]:
 
 
 def test_tt_hierarchical_learns_and_beats_random_rows(tmp_path):
-    hier = run(small(tmp_path, "hier"))
-    rand = run(small(tmp_path, "rand", partition="random"))
-    assert hier["test_acc"]["mean"] > 0.6  # chance is 0.125
+    # Rank 4: few parameters, so which nodes share core slices matters. Two runs (seeds 0, 1).
+    hier = run(small(tmp_path, "hier", tt_rank=4, epochs=6, runs=2))
+    rand = run(small(tmp_path, "rand", tt_rank=4, epochs=6, runs=2, partition="random"))
+    assert hier["test_acc"]["mean"] > 0.55  # the majority class is ~0.33
     assert hier["test_acc"]["mean"] > rand["test_acc"]["mean"] + 0.05
     assert hier["compression_ratio"] > 1.0
 
@@ -68,9 +70,10 @@ def test_output_directory(tmp_path):
 
 
 def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path):
-    cfg = small(tmp_path, "resumed", epochs=3, runs=2, model="gat", hidden=8, heads=2)
-    whole = run(small(tmp_path, "whole", epochs=3, runs=2, model="gat", hidden=8, heads=2))
-    # The first attempt dies (os._exit) right after epoch 1 of run 0 was checkpointed.
+    cfg = small(tmp_path, "resumed", epochs=2, runs=2)
+    whole = run(small(tmp_path, "whole", epochs=2, runs=2))
+    # The first attempt dies (os._exit) right after epoch 1 of run 0 was checkpointed: the
+    # resumed job starts run 1 from the checkpoint written at the run boundary.
     args = [sys.executable, "-m", "gnn_tt.train"]
     for k, v in cfg.to_dict().items():
         if isinstance(v, bool):
@@ -95,7 +98,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     cfg = small(tmp_path, "nan", epochs=3)
     calls = {"n": 0}
     real = train.F.cross_entropy
-    batches_per_epoch = -(-240 // 64)  # 8% of 3000 nodes train, batch 64
+    batches_per_epoch = -(-240 // 32)  # 8% of 3000 nodes train, batch 32
 
     def poisoned(logits, target):
         calls["n"] += 1
@@ -125,7 +128,7 @@ def test_resume_refuses_another_config_and_a_corrupt_file(tmp_path, capsys):
     # The CLI turns it into a message and exit status 1.
     assert main(["--dataset", GRAPH, "--output", cfg.output, "--resume", "--emb-dim", "16",
                  "--tt-rank", "8", "--num-layers", "2", "--fanouts", "5,5",
-                 "--batch-size", "64", "--cache-dir", cfg.cache_dir]) == 1
+                 "--batch-size", "32", "--cache-dir", cfg.cache_dir]) == 1
     assert "gnn-tt train: error: checkpoint" in capsys.readouterr().err
 
 

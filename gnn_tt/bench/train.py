@@ -81,9 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help=f"comma-separated subset of {','.join(VARIANTS)}")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
-    parser.add_argument("--cache-dir", default=".cache/partitions",
-                        help="partition cache (default: .cache/partitions)")
-    parser.add_argument("--workdir", default=".cache/bench_train",
+    parser.add_argument("--cache-dir", default="cache/partitions",
+                        help="partition cache (default: cache/partitions)")
+    parser.add_argument("--workdir", default="cache/bench_train",
                         help="scratch output directory of the workers")
     parser.add_argument("--output", default=None, help="write the results as JSON here")
     parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
