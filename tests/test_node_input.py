@@ -46,10 +46,13 @@ def test_tt_node_embedding_parameters_and_buffers():
     assert isinstance(emb.embedding_optimizer(0.01), torch.optim.Adam)
     assert "row_of_node" not in emb.state_dict()  # rebuilt from the partition, not saved
     assert emb.ddp_ignored_names() == ["row_of_node"]
+    # Without tt_p_shapes the table has max(row_of_node) + 1 rows (suggested factors).
+    rows = torch.tensor([0, 29, 7])
+    assert TTNodeEmbedding(rows, 6, tt_ranks=2, init="gaussian").tt.num_embeddings == 30
 
 
 def test_tt_node_embedding_errors():
-    with pytest.raises(ValueError, match=r"row_of_node holds row 12, outside \[0, prod\(tt_p_shapes\)=12\)"):
+    with pytest.raises(ValueError, match=r"row_of_node holds row 12, outside the TT table's rows \[0, 12\)"):
         TTNodeEmbedding(torch.tensor([0, 12]), 6, tt_p_shapes=P_SHAPES, tt_q_shapes=Q_SHAPES)
     with pytest.raises(ValueError, match=r"row_of_node holds row -1"):
         TTNodeEmbedding(torch.tensor([0, -1]), 6, tt_p_shapes=P_SHAPES, tt_q_shapes=Q_SHAPES)

@@ -108,7 +108,7 @@ class TTNodeEmbedding(NodeInput):
         num_rows = math.prod(tt_p_shapes) if tt_p_shapes is not None else hi + 1
         if lo < 0 or hi >= num_rows:
             raise ValueError(f"'{name}': row_of_node holds row {lo if lo < 0 else hi}, outside "
-                             f"[0, prod(tt_p_shapes)={num_rows})")
+                             f"the TT table's rows [0, {num_rows})")
         self.num_nodes = row_of_node.numel()
         self.embedding_dim = embedding_dim
         self.register_buffer("row_of_node", row_of_node.long(), persistent=False)
