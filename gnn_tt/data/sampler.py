@@ -229,7 +229,10 @@ class NeighborSampler:
                           device=self.device)
         if num_big:
             offs = self._floyd(deg.index_select(0, big), fanout, generator)  # [k, n_big]
-            pos_big = (offs + start.index_select(0, big)).t().reshape(-1)   # node-major
+            # Node-major [n_big, k]: the add writes the transpose in one pass.
+            pos_big = torch.empty(big.numel(), fanout, dtype=torch.long, device=self.device)
+            torch.add(offs.t(), start.index_select(0, big).unsqueeze(1), out=pos_big)
+            pos_big = pos_big.view(-1)
             out[0, :num_big].copy_(col.index_select(0, pos_big))
             out[1, :num_big].view(-1, fanout).copy_(big.unsqueeze(1))
         out[0, num_big:].copy_(col.index_select(0, pos_small))
