@@ -137,7 +137,7 @@ def test_graph_dataset_summary_and_repr():
     (dict(train_idx=torch.tensor([4])), r"train_idx holds ids outside \[0, 4\)"),
     (dict(test_idx=torch.tensor([0.0])), "test_idx must be a 1-D int64 tensor"),
     (dict(x=torch.zeros(3, 2)), r"x must be a float \[4, F\] tensor"),
-    (dict(num_classes=0), r"y must lie in \[-1, num_classes=0\)"),
+    (dict(num_classes=0), "num_classes must be >= 1, got 0"),
 ])
 def test_graph_dataset_validation(kw, match):
     with pytest.raises(ValueError, match=match):

@@ -47,13 +47,13 @@ class GraphDataset:
         if self.y.dtype != torch.long or self.y.shape != (n,):
             raise ValueError(f"'{self.__class__.__name__}' {self.name!r}: y must be int64 of "
                              f"shape [{n}], got {self.y.dtype} {list(self.y.shape)}")
+        if self.num_classes < 1:
+            raise ValueError(f"'{self.__class__.__name__}' {self.name!r}: num_classes must be "
+                             f">= 1, got {self.num_classes}")
         if self.y.numel() and (int(self.y.min()) < -1 or int(self.y.max()) >= self.num_classes):
             raise ValueError(f"'{self.__class__.__name__}' {self.name!r}: y must lie in "
                              f"[-1, num_classes={self.num_classes}), got "
                              f"[{int(self.y.min())}, {int(self.y.max())}]")
-        if self.num_classes < 1:
-            raise ValueError(f"'{self.__class__.__name__}' {self.name!r}: num_classes must be "
-                             f">= 1, got {self.num_classes}")
         for split in ("train_idx", "valid_idx", "test_idx"):
             idx = getattr(self, split)
             if idx.dtype != torch.long or idx.dim() != 1:
