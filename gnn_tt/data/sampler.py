@@ -276,7 +276,7 @@ class NeighborSampler:
         local = self._local
         e = nbr.numel()
         if n_known + e >= _UNSET:
-            raise RuntimeError(f"{self.__class__.__name__}: a hop sampled {e} edges, too "
+            raise RuntimeError(f"'{self.__class__.__name__}': a hop sampled {e} edges, too "
                                f"many for int32 local ids; use smaller batches or fanouts")
         # Known nodes hold ids < n_known; each new node gets n_known + its first position
         # (amin is order independent, so the result is deterministic on every device).
