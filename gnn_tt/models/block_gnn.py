@@ -4,6 +4,7 @@ define their layers."""
 from __future__ import annotations
 
 import sys
+from abc import ABC, abstractmethod
 from typing import Sequence
 
 import torch
@@ -47,7 +48,7 @@ def full_neighbour_block(graph: CSRGraph, start: int, end: int) -> tuple[Tensor,
     return n_id, torch.stack([src, dst])
 
 
-class BlockGNN(nn.Module):
+class BlockGNN(nn.Module, ABC):
     r"""Base class of a stack of ``num_layers`` bipartite message-passing layers.
 
     A subclass builds its layers and implements :meth:`layer`; this class runs them over the
@@ -81,6 +82,7 @@ class BlockGNN(nn.Module):
         self.num_layers = num_layers
         self.dropout = dropout
 
+    @abstractmethod
     def layer(self, i: int, x: Tensor, edge_index: Tensor, num_dst: int) -> Tensor:
         r"""Layer ``i`` (conv and, on hidden layers, what follows it) on one bipartite block.
 
@@ -93,7 +95,6 @@ class BlockGNN(nn.Module):
         Returns:
             Tensor ``[num_dst, C_out]``.
         """
-        raise NotImplementedError
 
     def forward(self, x: Tensor, blocks: Sequence[Block]) -> Tensor:
         r"""Run the layers over a mini-batch's sampled blocks.
