@@ -62,7 +62,7 @@ def test_corrupt_checkpoint_names_the_path(tmp_path):
 
 
 def test_different_config_names_the_fields(tmp_path):
-    path = save_checkpoint(tmp_path / "ckpt.pt", _state(TrainConfig(tt_rank=16), "h"))
+    path = save_checkpoint(tmp_path / "ckpt.pt", _state(TrainConfig(tt_rank=16, hidden=64), "h"))
     with pytest.raises(CheckpointError, match=r"different config \(differing fields: "
                                               r"hidden: checkpoint 64 vs now 32, tt_rank: "
                                               r"checkpoint 16 vs now 8\)"):

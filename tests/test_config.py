@@ -28,14 +28,14 @@ def test_output_depends_on_training_fields_only():
 
 
 def test_dict_round_trip_through_json():
-    cfg = TrainConfig(model="sage", fanouts=(5, 4, 3), tt_q_shapes=(4, 4, 4))
+    cfg = TrainConfig(model="sage", fanouts=(5, 4, 3), emb_dim=64, tt_q_shapes=(4, 4, 4))
     again = TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert again == cfg
     assert isinstance(again.fanouts, tuple)
 
 
 def test_differing_fields():
-    a = TrainConfig()
+    a = TrainConfig(tt_rank=16, hidden=64)
     b = TrainConfig(tt_rank=8, hidden=32, runs=4, device="cpu")
     assert a.differing_fields(b) == ["hidden", "tt_rank"]
     assert "runs" in RUNTIME_FIELDS and "device" in RUNTIME_FIELDS
@@ -55,7 +55,8 @@ def test_differing_fields():
     (dict(device="tpu"), r"device must be auto, cpu, cuda or cuda:N, got 'tpu'"),
     (dict(partition="metis-flat"), r"'metis-flat' needs num_parts"),
     (dict(emb_dim=64, tt_q_shapes=(4, 4, 5)), r"tt_q_shapes \(4, 4, 5\) multiply to 80"),
-    (dict(tt_p_shapes=(10, 10), tt_q_shapes=(4, 4, 4)), r"need the same number of factors"),
+    (dict(tt_p_shapes=(10, 10), emb_dim=64, tt_q_shapes=(4, 4, 4)),
+     r"need the same number of factors"),
 ])
 def test_bad_values_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -14,7 +14,7 @@ from gnn_tt.train import FAIL_ENV, Trainer, build_model
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("_torchrun_worker.py")
-COMMON = ["--dataset", "synthetic:nodes=3000,degree=10,classes=8,seed=0", "--num-layers", "2",
+COMMON = ["--dataset", "synthetic:nodes=1500,degree=10,classes=8,seed=0", "--num-layers", "2",
           "--fanouts", "5,5", "--eval-fanouts=-1,-1", "--emb-dim", "16", "--tt-rank", "8",
           "--batch-size", "32", "--epochs", "2", "--device", "cpu", "--num-threads", "1"]
 GAT = ["--model", "gat", "--hidden", "8", "--heads", "2", "--emb", "tt"]
@@ -69,7 +69,7 @@ def test_replicas_identical_and_metrics_exact(gat_run):
 def test_full_table_replicas_identical(tmp_path):
     torchrun(tmp_path / "full", ["--model", "sage", "--hidden", "16", "--emb", "full"])
     state = assert_replicas_identical(tmp_path / "full")
-    assert state["node_input.embedding.weight"].shape == (3000, 16)
+    assert state["node_input.embedding.weight"].shape == (1500, 16)
 
 
 def test_killed_worker_restarts_and_resumes(gat_run, tmp_path):
