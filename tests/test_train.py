@@ -152,3 +152,13 @@ def test_cora_npz_full_table_and_cli(tmp_path, shared_data, capsys):
                  "--cache-dir", str(tmp_path / "cache")]) == 0
     table = capsys.readouterr().out
     assert "test_acc" in table and "smaller" in table and str(tmp_path / "cli") in table
+
+
+def test_layerwise_inference_equals_exact_sampled_evaluation(tmp_path):
+    # With every neighbour sampled (-1), mini-batch evaluation is exact, so the layer-wise
+    # full-graph inference of the best model must give the same accuracies.
+    summary = run(small(tmp_path, "lw", epochs=2, eval_fanouts=(-1, -1),
+                        layerwise_inference=True))
+    result = summary["runs"][0]
+    assert result["val_acc"] == result["sampled_val_acc"]
+    assert result["test_acc"] == result["sampled_test_acc"]
