@@ -355,9 +355,8 @@ class Trainer:
             model.node_input.sync_gradients()
             for o in optimizers.values():
                 o.step()
-            total += torch.stack([loss.detach().double() * batch.batch_size,
-                                  torch.tensor(float(batch.batch_size), dtype=torch.float64,
-                                               device=self.device)])
+            total[0] += loss.detach().double() * batch.batch_size
+            total[1] += batch.batch_size
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         seconds = torch.tensor([time.perf_counter() - t0], dtype=torch.float64)
@@ -380,7 +379,7 @@ class Trainer:
         full_params = self.dataset.num_nodes * cfg.emb_dim
         peak = torch.tensor([float(peak_memory_bytes(self.device))], dtype=torch.float64)
         peak = int(dist.all_reduce_max(peak.to(self.device)))
-        epoch_seconds = [s for r in self.history for s in [r["epoch_seconds"]]]
+        epoch_seconds = [r["epoch_seconds"] for r in self.history]
         return {
             "dataset": self.dataset.name, "model": cfg.model, "emb": cfg.emb,
             "test_acc": _stats([r["test_acc"] for r in self.finished]),
@@ -448,7 +447,8 @@ def format_summary(summary: dict[str, Any]) -> str:
            "runs": len(summary["runs"]), "val_acc": pm(summary["val_acc"]),
            "test_acc": pm(summary["test_acc"]),
            "emb_params": f"{summary['embedding_parameters']:,}",
-           "vs_full_table": f"{ratio:,.1f}x smaller" if ratio and ratio > 1 else "full size",
+           "vs_full_table": "-" if ratio is None else f"{ratio:,.1f}x smaller" if ratio > 1
+           else "full table",
            "epoch_s": round(summary["epoch_seconds"], 2),
            "total_s": round(summary["total_seconds"], 1)}
     return format_table([row]) + f"\noutput: {summary['output']}"
