@@ -213,8 +213,10 @@ class Trainer:
             raise ValueError(f"batch_size={config.batch_size} is larger than the training split "
                              f"of {self.dataset.name} ({ntrain} nodes)")
         self.layout = build_layout(config, self.dataset, device)
-        # The sampler runs where the graph lives: on the GPU when training on one.
+        # The sampler runs where the graph lives: on the GPU when training on one. Batches
+        # sampled on the host for a GPU are pinned, so their copies overlap with compute.
         self.graph = self.dataset.graph.to(device) if device.type == "cuda" else self.dataset.graph
+        self.pin_memory = self.graph.device.type == "cpu" and device.type == "cuda"
         self.y = self.dataset.y.to(device)
         self.splits = {"val": self.dataset.valid_idx, "test": self.dataset.test_idx}
         self.history: list[dict[str, Any]] = []
@@ -263,7 +265,7 @@ class Trainer:
                                         cfg.batch_size, shuffle=True, rank=dist.rank(),
                                         world_size=dist.world_size(), seed=run_seed,
                                         drop_last=False, prefetch=1,
-                                        pin_memory=device.type == "cuda"))
+                                        pin_memory=self.pin_memory))
         seed_everything(run_seed + dist.rank())
         return parts
 
@@ -297,7 +299,7 @@ class Trainer:
                 acc = evaluate_sampled(model, self.graph, y, self.splits, cfg.eval_fanouts,
                                        cfg.eval_batch_size, device, cfg.amp, seed=run_seed,
                                        ogb_name=self.dataset.ogb_name,
-                                       pin_memory=device.type == "cuda")
+                                       pin_memory=self.pin_memory)
                 record.update(val_acc=acc["val"], test_acc=acc["test"])
                 if acc["val"] > run_state["best_val"]:
                     run_state.update(best_val=acc["val"], best_test=acc["test"], best_epoch=epoch)
