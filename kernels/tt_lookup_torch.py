@@ -11,7 +11,8 @@ The lookup walks a tree: level ``k`` holds the distinct prefixes ``(i_1..i_k)`` 
 (the last level holds every row), and the partial product of a node,
 ``T_k = T_{k-1}[parent] x G_k[:, i_k]`` shaped ``(Q_k = q_1..q_k, R_k)``, is computed once per
 distinct prefix. Rows are sorted once, so the children of a node are contiguous; they are cut
-into *pieces* of at most ``_PIECE`` children, and one ``bmm`` per level multiplies the parent's
+into *pieces* of at most ``_PIECE`` children (fewer where nodes have few children), and one
+``bmm`` per level multiplies the parent's
 ``(Q_{k-1}, R_{k-1})`` matrix by the piece's ``(R_{k-1}, piece * q_k R_k)`` block. That turns
 millions of tiny per-row products into few, wider ones, and the parent matrix is read once per
 piece instead of once per row. The backward pass is the same walk in reverse (two ``bmm`` per
@@ -29,13 +30,14 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-# Children of one node multiplied by a single (parent x piece) product. 16 balances padding
-# waste (a node with c children pads to a multiple of 16) against bmm width; measured on the
-# products shapes (p = (125,140,140), q = (4,5,5), R = 16), 8 and 32 were both slower.
+# Most children of one node multiplied by a single (parent x piece) product. A level's piece
+# size is the power of two >= its mean children per node, capped here, so a node pads to at
+# most twice its children on average (uniform ids: ~17 rows per products prefix -> 16; ~1 row
+# per papers100M prefix -> 1) while wide pieces keep the bmm count low. Not tuned further.
 _PIECE = 16
-# Sorted rows handled per chunk: bounds the per-chunk buffers (~ chunk * D * 4 bytes, a few
-# times over) to some tens of MB at D = 100 whatever the batch size.
-DEFAULT_CHUNK_SIZE = 1 << 16
+# Sorted rows handled per chunk: bounds the per-chunk buffers (partial products of up to
+# chunk prefixes, ~chunk * Q R * 4 bytes per level) to tens of MB whatever the batch size.
+DEFAULT_CHUNK_SIZE = 1 << 14
 
 
 def tt_digits(indices: Tensor, tt_p_shapes: Sequence[int]) -> list[Tensor]:
@@ -90,14 +92,15 @@ def _index_sum_(out: Tensor, index: Tensor, src: Tensor) -> Tensor:
 @dataclass
 class _Level:
     """Children of one tree level grouped under their parents and cut into pieces of
-    ``_PIECE`` slots. ``digit``: (C,) child's digit; ``flat``: (C,) child's slot
-    (``piece * _PIECE + place``); ``slot_digit``: (P * _PIECE,) digit in each slot, ``p`` (an
+    ``size`` slots. ``digit``: (C,) child's digit; ``flat``: (C,) child's slot
+    (``piece * size + place``); ``slot_digit``: (P * size,) digit in each slot, ``p`` (an
     all-zero padding slice) in empty ones; ``piece_parent``: (P,) each piece's parent node."""
 
     digit: Tensor
     flat: Tensor
     slot_digit: Tensor
     piece_parent: Tensor
+    size: int
 
 
 def _make_level(counts: Tensor, digit: Tensor, radix: int) -> _Level:
@@ -106,14 +109,16 @@ def _make_level(counts: Tensor, digit: Tensor, radix: int) -> _Level:
     parents = torch.arange(counts.numel(), device=device)
     parent = torch.repeat_interleave(parents, counts)  # (C,)
     pos = torch.arange(digit.numel(), device=device) - (torch.cumsum(counts, 0) - counts)[parent]
-    pieces = torch.div(counts + _PIECE - 1, _PIECE, rounding_mode="floor")  # (U,)
+    mean = digit.numel() / max(int(torch.count_nonzero(counts)), 1)
+    size = min(_PIECE, 1 << max(math.ceil(math.log2(mean)), 0)) if mean > 0 else 1
+    pieces = torch.div(counts + size - 1, size, rounding_mode="floor")  # (U,)
     first_piece = torch.cumsum(pieces, 0) - pieces
-    flat = first_piece[parent] * _PIECE + pos  # slots of a parent's pieces are consecutive
+    flat = first_piece[parent] * size + pos  # slots of a parent's pieces are consecutive
     piece_parent = torch.repeat_interleave(parents, pieces)  # (P,)
-    slot_digit = torch.full((piece_parent.numel() * _PIECE,), radix, dtype=torch.long,
+    slot_digit = torch.full((piece_parent.numel() * size,), radix, dtype=torch.long,
                             device=device)
     slot_digit[flat] = digit
-    return _Level(digit, flat, slot_digit, piece_parent)
+    return _Level(digit, flat, slot_digit, piece_parent, size)
 
 
 def _plan(sorted_ids: Tensor, tt_p_shapes: Sequence[int]) -> list[_Level]:
@@ -169,9 +174,9 @@ def _level_backward(parent: Tensor, level: _Level, core: Tensor, grad_child: Ten
     num_pieces = level.piece_parent.numel()
     grad_child = grad_child.view(-1, r_out, q, q_in).transpose(1, 2)  # (C, q, R_out, Q_in)
     # zeros in empty slots: they meet the zero padding slice, and 0 * garbage could be NaN
-    grad_prod = grad_child.new_zeros(num_pieces * _PIECE, q, r_out, q_in)
+    grad_prod = grad_child.new_zeros(num_pieces * level.size, q, r_out, q_in)
     grad_prod.index_copy_(0, level.flat, grad_child).view(num_pieces, -1, q_in)
-    grad_prod = grad_prod.view(num_pieces, _PIECE * q * r_out, q_in)
+    grad_prod = grad_prod.view(num_pieces, level.size * q * r_out, q_in)
     parents = parent.index_select(0, level.piece_parent)  # (P, R_in, Q_in)
     # d slices: (P, piece qR, Q_in) x (P, Q_in, R_in); empty slots land on the padding digit p
     grad_slices = torch.bmm(grad_prod, parents.transpose(1, 2)).view(-1, q * r_out, r_in)
@@ -251,7 +256,7 @@ def tt_lookup_torch(indices: Tensor, cores: Sequence[Tensor], tt_p_shapes: Seque
         tt_p_shapes (Sequence[int]): row factors ``p``.
         tt_q_shapes (Sequence[int]): column factors ``q``; ``D = prod(q)``.
         chunk_size (int, optional): sorted rows processed at once; bounds the working memory.
-            (default: ``65536``)
+            (default: ``16384``)
 
     Shapes:
         - **input:** ``indices`` :math:`(B)`

@@ -14,7 +14,9 @@ One step is forward, backward of a fixed random upstream gradient, and the optim
 - ``sparse``: ``nn.Embedding(sparse=True)`` + ``SparseAdam`` (the usual big-table baseline),
 - ``dense``: ``nn.Embedding`` + ``Adam`` (dense gradient and a full-table update),
 
-each in its own subprocess so that ``peak_rss_mb`` is that method's alone. Seconds are the
+each in its own subprocess so that ``peak_rss_mb`` is that method's alone; ``step_mb`` is the
+peak above the RSS before the model is built (interpreter, torch, ids and the B x D upstream
+gradient excluded). Seconds are the
 median of ``--steps`` steps after one warm-up step; ``ratio`` is seconds over the ``sparse``
 step of the same ids. A papers100M-scale TT row (N = 111,059,956, D = 128,
 p = (512, 500, 500), q = (8, 4, 4), rank 16) shows the TT table building and stepping in well
@@ -41,7 +43,7 @@ import torch
 from tqdm import tqdm
 
 from gnn_tt.bench.table import report
-from gnn_tt.memory import peak_rss_bytes
+from gnn_tt.memory import current_rss_bytes, peak_rss_bytes
 from gnn_tt.tt_embedding import TTEmbedding
 
 PRODUCTS = dict(num_embeddings=2_449_029, embedding_dim=100, tt_p_shapes=[125, 140, 140],
@@ -51,7 +53,8 @@ PAPERS = dict(num_embeddings=111_059_956, embedding_dim=128, tt_p_shapes=[512, 5
 # --quick: a table small enough for a smoke run in seconds
 QUICK = dict(num_embeddings=60_000, embedding_dim=24, tt_p_shapes=[30, 40, 50],
              tt_q_shapes=[2, 3, 4])
-COLUMNS = ["table", "ids", "method", "rank", "seconds", "ratio", "param_mb", "peak_rss_mb"]
+COLUMNS = ["table", "ids", "method", "rank", "seconds", "ratio", "param_mb", "peak_rss_mb",
+           "step_mb"]
 
 
 def make_ids(kind: str, num: int, batch: int, blocks: int, fill: float, seed: int) -> torch.Tensor:
@@ -86,9 +89,10 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
     table = case["table_shape"]
     ids = make_ids(case["ids"], table["num_embeddings"], case["batch"], case["blocks"],
                    case["fill"], case["seed"])
+    grad_out = torch.randn(ids.numel(), table["embedding_dim"])
+    base = current_rss_bytes()  # interpreter, torch, ids and upstream gradient
     torch.manual_seed(case["seed"])
     model, opt = _model(case["method"], table, case["rank"])
-    grad_out = torch.randn(ids.numel(), table["embedding_dim"])
     times = []
     for _ in range(case["steps"] + 1):
         start = time.perf_counter()
@@ -98,7 +102,8 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
         times.append(time.perf_counter() - start)
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     return {"seconds": statistics.median(times[1:]), "warmup_seconds": times[0],
-            "param_mb": param_bytes / 2 ** 20, "peak_rss_mb": peak_rss_bytes() / 2 ** 20}
+            "param_mb": param_bytes / 2 ** 20, "peak_rss_mb": peak_rss_bytes() / 2 ** 20,
+            "step_mb": (peak_rss_bytes() - base) / 2 ** 20}
 
 
 def _in_subprocess(case: dict[str, Any]) -> dict[str, Any]:
@@ -159,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows.append({"table": "papers100M" if not args.quick else "quick", "ids": "-",
                  "method": "full table", "rank": "-", "seconds": float("nan"),
                  "ratio": float("nan"), "param_mb": full_bytes / 2 ** 20,
-                 "peak_rss_mb": float("nan"),
+                 "peak_rss_mb": float("nan"), "step_mb": float("nan"),
                  "note": f"not allocated: fp32 table needs {full_bytes / 2 ** 30:.1f} GiB, "
                          f"machine RAM {psutil.virtual_memory().total / 2 ** 30:.1f} GiB"})
     report("embedding", rows, args.output, columns=COLUMNS,
