@@ -62,9 +62,10 @@ def _rounded_factors(n: int, d: int) -> list[int] | None:
 def suggest_tt_shapes(n: int, d: int = 3, allow_round_up: bool = True) -> list[int]:
     r"""Balanced factors of ``n`` for ``d`` TT cores, smallest first.
 
-    With ``allow_round_up=True`` (rows) the product may exceed ``n`` a little: the smallest
-    product ``>= n`` whose factors are within 2x of each other, preferring the most balanced
-    factors among products within 1% of ``n`` (exact factors when ``n`` is too small for that). With ``allow_round_up=False`` (columns) the product is exactly ``n``.
+    With ``allow_round_up=True`` (rows) the product may exceed ``n`` a little: among factors
+    within 2x of each other, the most balanced ones whose product is within 1% above ``n``,
+    else the smallest product ``>= n`` (exact factors when ``n`` is too small for any).
+    With ``allow_round_up=False`` (columns) the product is exactly ``n``.
 
     Args:
         n (int): number of rows (or columns), ``>= 1``.

@@ -75,7 +75,7 @@ def tt_full_weight(cores: Sequence[Tensor], num_rows: int | None = None) -> Tens
     full = cores[0][0]  # (p_1, q_1, R_1)
     for core in cores[1:]:
         r_in, p, q, r_out = core.shape
-        # (P, Q, r_in) x (r_in, p, q, r_out) -> (P, p, Q, q, r_out): row = P p + p_k, col = Q q + q_k
+        # (P, Q, r_in) x (r_in, p, q, r_out) -> (P, p, Q, q, r_out): row P p + i_k, col Q q + j_k
         full = torch.einsum("aQr,rpqs->apQqs", full, core)
         full = full.reshape(full.shape[0] * p, full.shape[2] * q, r_out)
     weight = full[..., 0]
