@@ -457,8 +457,13 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI of ``gnn-tt train``; no arguments runs the embedded default."""
-    config = parse_config(argv)
+    """CLI of ``gnn-tt train``; no arguments runs the embedded default. Exit status 2 for an
+    invalid config, 1 for a failed run."""
+    try:
+        config = parse_config(argv)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"gnn-tt train: error: {err}", file=sys.stderr)
+        return 2
     try:
         summary = run(config)
     except (CheckpointError, FloatingPointError, ValueError, FileNotFoundError) as err:

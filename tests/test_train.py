@@ -132,7 +132,12 @@ def test_resume_refuses_another_config_and_a_corrupt_file(tmp_path, capsys):
     assert "gnn-tt train: error: checkpoint" in capsys.readouterr().err
 
 
-def test_bad_input_errors(tmp_path):
+def test_bad_input_errors(tmp_path, capsys):
+    assert main(["--model", "gcn"]) == 2
+    assert "gnn-tt train: error: unknown model 'gcn'; valid values: gat, sage" in \
+        capsys.readouterr().err
+    assert main(["--fanouts", "5,5"]) == 2
+    assert "fanouts (5, 5) has 2 entries but num_layers=3" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"unknown dataset 'cora'; valid forms: ogbn-products"):
         run(small(tmp_path, "e1", dataset="cora"))
     with pytest.raises(ValueError, match=r"batch_size=5000 is larger than the training split "
