@@ -10,23 +10,36 @@ _MAX_IMBALANCE = 2.0
 _SLACK = 0.01
 
 
-def _prime_factors(n: int) -> list[int]:
-    factors, f = [], 2
-    while f * f <= n:
-        while n % f == 0:
-            factors.append(f)
-            n //= f
-        f += 1
-    return factors + ([n] if n > 1 else [])
+def _divisors(n: int) -> list[int]:
+    small = [f for f in range(1, math.isqrt(n) + 1) if n % f == 0]
+    return sorted(set(small + [n // f for f in small]))
 
 
 def _exact_factors(n: int, d: int) -> list[int]:
-    """``d`` factors with product exactly ``n``: primes, largest first, each multiplied into
-    the currently smallest factor (greedy balancing)."""
-    factors = [1] * d
-    for prime in sorted(_prime_factors(n), reverse=True):
-        factors[factors.index(min(factors))] *= prime
-    return sorted(factors)
+    """Nondecreasing ``d`` factors with product exactly ``n`` and the smallest
+    largest/smallest ratio (ties: the lexicographically largest, i.e. the larger first factor)."""
+    divisors = _divisors(n)
+    best: tuple[float, list[int]] | None = None
+
+    def search(prefix: list[int], rest: int) -> None:
+        nonlocal best
+        left = d - len(prefix)
+        if left == 1:
+            if not prefix or rest >= prefix[-1]:
+                factors = prefix + [rest]
+                key = (factors[-1] / factors[0], [-f for f in factors])
+                if best is None or key < (best[0], [-f for f in best[1]]):
+                    best = (key[0], factors)
+            return
+        for f in divisors:
+            if f > rest ** (1.0 / left) + 1e-9:  # a larger one forces a smaller later factor
+                break
+            if rest % f == 0 and (not prefix or f >= prefix[-1]):
+                search(prefix + [f], rest // f)
+
+    search([], n)
+    assert best is not None  # [1, ..., 1, n] always qualifies
+    return best[1]
 
 
 def _rounded_factors(n: int, d: int) -> list[int] | None:

@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import pytest
@@ -28,14 +29,16 @@ def test_columns_exact(n, d, expected):
     assert suggest_tt_shapes(n, d, allow_round_up=False) == expected
 
 
-def test_columns_exact_brute_force_balance():
-    # the greedy split of D into 2 factors equals the most balanced divisor pair, brute force
-    for n in range(1, 200):
-        best = min((max(a, n // a) / min(a, n // a), sorted([a, n // a]))
-                   for a in range(1, n + 1) if n % a == 0)[1]
-        got = suggest_tt_shapes(n, 2, allow_round_up=False)
-        assert math.prod(got) == n
-        assert max(got) / min(got) <= max(best) / min(best) * 2
+@pytest.mark.parametrize("d", [2, 3])
+def test_columns_exact_are_the_most_balanced_brute_force(d):
+    for n in range(1, 150):
+        divisors = [f for f in range(1, n + 1) if n % f == 0]
+        tuples = [t for t in itertools.product(divisors, repeat=d)
+                  if math.prod(t) == n and list(t) == sorted(t)]
+        best_ratio = min(t[-1] / t[0] for t in tuples)
+        got = suggest_tt_shapes(n, d, allow_round_up=False)
+        assert math.prod(got) == n and got == sorted(got)
+        assert got[-1] / got[0] == best_ratio, (n, got)
 
 
 @pytest.mark.parametrize("kwargs, match", [({"n": 0}, "n=0"), ({"n": 2.5}, "n=2.5"),
