@@ -24,6 +24,7 @@ import csv
 import io
 import json
 import math
+import textwrap
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -269,7 +270,7 @@ def plot_sweep(records: Sequence[dict[str, Any]], path: str | Path, title: str =
     ax.set_xticks(range(len(columns)), columns)
     ax.set_xlabel("parts (0 = original order)")
     ax.set_ylabel("test accuracy")
-    ax.set_title(title, fontsize=9)
+    ax.set_title("\n".join(textwrap.wrap(title, 90)), fontsize=9)  # long dataset specs
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
@@ -290,6 +291,21 @@ def write_outputs(output: str | Path, stem: str, title: str,
     write_csv(output / f"{stem}.csv", rows)
     atomic_write_text(output / f"{stem}.md", render_markdown(title, records))
     plot_sweep(records, output / f"{stem}.png", title)
+
+
+def unique_records(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``records`` without repeats of one training: sweeps of two methods share their
+    original-order and full-table cells, which would otherwise appear twice in a combined
+    leaderboard. Same configuration descriptors and the same per-run accuracies = same run."""
+    seen, out = set(), []
+    for r in records:
+        accs = [tuple((r[k] or {}).get("runs", ())) for k in ("test_acc", "val_acc")]
+        key = (r["dataset"], r["model"], r["emb"], r["tt_rank"], r["partition"], r["parts"],
+               tuple(r.get("tt_p_shapes") or ()), r["status"], *accs)
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -325,7 +341,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             png = plot_sweep(loose, output / "runs.png", "runs")
             sections.append(f"![runs]({png.name})\n")
     if len(args.dirs) > 1:
-        sections.append("## Leaderboard over all directories\n\n" + leaderboard(everything) + "\n")
+        sections.append("## Leaderboard over all directories\n\n"
+                        + leaderboard(unique_records(everything)) + "\n")
     text = "\n".join(sections)
     rows = run_rows(everything)
     atomic_write_text(output / "report.md", text)

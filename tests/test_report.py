@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from gnn_tt.report import (leaderboard, load_dir, main, make_record, parts_of, plot_sweep,
-                           run_rows, sweep_table, write_csv)
+                           run_rows, sweep_table, unique_records, write_csv)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -150,3 +150,11 @@ def test_main_renders_sweep_and_runs(tmp_path, capsys):
     assert len(data["cells"]) == 6 and len(data["runs"]) == 10
     with open(out / "report.csv") as f:
         assert len(list(csv.DictReader(f))) == 10
+
+
+def test_unique_records_drops_repeats_of_one_training():
+    records = _records()
+    copy = {**records[0], "name": "a-copy", "output": "elsewhere"}  # a shared, copied cell
+    other_seed = make_record("a2", _config(), _summary([0.5, 0.71], [0.6, 0.6]))
+    assert [r["name"] for r in unique_records([*records, copy, other_seed])] == [
+        "a", "b", "c", "d", "full", "a2"]
