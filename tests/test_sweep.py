@@ -137,7 +137,8 @@ def test_hierarchical_cells_derive_p_shapes(tmp_path):
     # d follows the base config's tt_p_shapes.
     four = build_cells(SweepConfig(ranks=(4,), partitions=(10,), method="hierarchical",
                                    full=False),
-                       _base(tmp_path, tt_p_shapes=(10, 10, 10, 10), tt_q_shapes=(2, 2, 2, 8)),
+                       _base(tmp_path, emb_dim=64, tt_p_shapes=(10, 10, 10, 10),
+                             tt_q_shapes=(2, 2, 2, 8)),
                        NUM_NODES)
     assert four[0].config.tt_p_shapes == (10, 5, 5, 5)
 
