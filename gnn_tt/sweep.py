@@ -35,7 +35,7 @@ import math
 import os
 import sys
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -47,8 +47,9 @@ from gnn_tt.config import TrainConfig, add_config_args, config_from_args, load_y
 from gnn_tt.report import make_record, sweep_title, write_outputs
 
 METHODS = ("metis-flat", "hierarchical")
-# Config fields that locate a run rather than define it: ignored when matching a cached cell.
-_LOCATION_FIELDS = ("output", "resume", "cache_dir")
+# Config fields that locate or pace a run rather than define its result: ignored when matching
+# a cached cell (unlike TrainConfig's RUNTIME_FIELDS, ``runs`` and ``device`` do count here).
+_LOCATION_FIELDS = ("output", "resume", "cache_dir", "root", "num_threads")
 
 Runner = Callable[[TrainConfig], dict]
 
@@ -98,7 +99,6 @@ class Cell:
     config: TrainConfig
     tt_rank: int | None = None
     parts: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def balanced_factors(n: int, k: int) -> tuple[int, ...]:
