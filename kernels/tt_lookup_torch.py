@@ -33,7 +33,7 @@ from torch import Tensor
 # Most children of one node multiplied by a single (parent x piece) product. A level's piece
 # size is the power of two >= its mean children per node, capped here, so a node pads to at
 # most twice its children on average (uniform ids: ~17 rows per products prefix -> 16; ~1 row
-# per papers100M prefix -> 1) while wide pieces keep the bmm count low. Not tuned further.
+# per papers100M prefix -> 2) while wide pieces keep the bmm count low. Not tuned further.
 _PIECE = 16
 # Sorted rows handled per chunk: bounds the per-chunk buffers (partial products of up to
 # chunk prefixes, ~chunk * Q R * 4 bytes per level) to tens of MB whatever the batch size.
