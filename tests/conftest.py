@@ -3,6 +3,12 @@ from pathlib import Path
 
 import pytest
 
+# The Triton kernels are tested on CPU under the interpreter, which must be chosen before triton
+# is first imported (torch_geometric imports it): set it before any test module is collected.
+# GNN_TT_TRITON_CUDA=1 (launch/gpu_check.sh) compiles them for the GPU instead.
+if os.environ.get("GNN_TT_TRITON_CUDA") != "1":
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The real graphs live in ../shared/data beside the repository (absent on some machines).
 SHARED_DATA = Path(os.environ.get("GNN_TT_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
