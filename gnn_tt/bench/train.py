@@ -6,12 +6,17 @@ variant runs in its own subprocess so their peak memories do not mix. With ``--m
 only the first K batches of the epoch are timed and the epoch time is extrapolated
 (seconds / K * batches per epoch): the table says so in its ``timed`` column.
 
+On a GPU (``--device cuda``; ``launch/gpu_check.sh``) the same pair compares a batch of TT on the
+GPU (Triton kernels, bf16 autocast) with one whose rows come from the host-resident table,
+moved per batch; ``--tt-q-shapes 8,4,4`` gives papers100M's width D = 128.
+
 Target of the issue: TT epoch <= 0.7x the full-table epoch.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 import time
@@ -27,9 +32,9 @@ VARIANTS = ("tt", "full")
 def _config(args: argparse.Namespace, emb: str):
     from gnn_tt.config import TrainConfig
 
-    return TrainConfig(dataset=args.dataset, model="sage", emb=emb, emb_dim=100, tt_rank=16,
-                       tt_q_shapes=(4, 5, 5), tt_p_shapes=args.tt_p_shapes,
-                       partition="hierarchical", num_layers=3, hidden=256, dropout=0.5,
+    return TrainConfig(dataset=args.dataset, model="sage", emb=emb,
+                       emb_dim=math.prod(args.tt_q_shapes), tt_rank=16, tt_q_shapes=args.tt_q_shapes, tt_p_shapes=args.tt_p_shapes,
+                       partition=args.partition, num_layers=3, hidden=256, dropout=0.5,
                        fanouts=(15, 10, 5), batch_size=1000, epochs=1, device=args.device,
                        cache_dir=args.cache_dir, output=f"{args.workdir}/{emb}")
 
@@ -75,6 +80,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="dataset spec (default: synthetic-products, 2,449,029 nodes)")
     parser.add_argument("--tt-p-shapes", type=lambda s: tuple(int(v) for v in s.split(",")),
                         default=None, help="row factors (default: from the node count)")
+    parser.add_argument("--tt-q-shapes", type=lambda s: tuple(int(v) for v in s.split(",")),
+                        default=(4, 5, 5), help="column factors; D = their product (default: "
+                        "4,5,5, D = 100; papers100M width: 8,4,4)")
+    parser.add_argument("--partition", default="hierarchical",
+                        help="row layout of the tt variant (default: hierarchical; 'random' "
+                             "needs no METIS run: the worst case for prefix sharing)")
     parser.add_argument("--max-batches", type=int, default=20,
                         help="time this many batches and extrapolate to the epoch; 0 = the "
                              "whole epoch (default: 20)")
