@@ -97,15 +97,16 @@ def _index_sum_(out: Tensor, index: Tensor, src: Tensor) -> Tensor:
 @dataclass
 class _Level:
     """Children of one tree level grouped under their parents and cut into pieces of
-    ``size`` slots. ``digit``: (C,) child's digit; ``flat``: (C,) child's slot
-    (``piece * size + place``); ``slot_digit``: (P * size,) digit in each slot, ``p`` (an
-    all-zero padding slice) in empty ones; ``piece_parent``: (P,) each piece's parent node."""
+    ``size`` slots (S = P * size in all). ``flat``: (C,) child's slot
+    (``piece * size + place``); ``slot_digit``: (S,) digit in each slot, ``p`` (an all-zero
+    padding slice) in empty ones; ``slot_child``: (S,) child in each slot, 0 in empty ones;
+    ``empty``: (E,) the empty slots; ``piece_parent``: (P,) each piece's parent node."""
 
-    digit: Tensor
     flat: Tensor
     slot_digit: Tensor
+    slot_child: Tensor
+    empty: Tensor
     piece_parent: Tensor
-    size: int
 
 
 def _make_level(counts: Tensor, digit: Tensor, radix: int) -> _Level:
@@ -120,10 +121,13 @@ def _make_level(counts: Tensor, digit: Tensor, radix: int) -> _Level:
     first_piece = torch.cumsum(pieces, 0) - pieces
     flat = first_piece[parent] * size + pos  # slots of a parent's pieces are consecutive
     piece_parent = torch.repeat_interleave(parents, pieces)  # (P,)
-    slot_digit = torch.full((piece_parent.numel() * size,), radix, dtype=torch.long,
-                            device=device)
+    num_slots = piece_parent.numel() * size
+    slot_digit = torch.full((num_slots,), radix, dtype=torch.long, device=device)
     slot_digit[flat] = digit
-    return _Level(digit, flat, slot_digit, piece_parent, size)
+    slot_child = torch.zeros(num_slots, dtype=torch.long, device=device)
+    slot_child[flat] = torch.arange(digit.numel(), device=device)
+    empty = torch.nonzero(slot_digit == radix).view(-1)
+    return _Level(flat, slot_digit, slot_child, empty, piece_parent)
 
 
 def _plan(sorted_ids: Tensor, tt_p_shapes: Sequence[int]) -> list[_Level]:
@@ -149,8 +153,9 @@ def _plan(sorted_ids: Tensor, tt_p_shapes: Sequence[int]) -> list[_Level]:
 
 
 # Internal layout: the partial product of a level-k node is stored transposed, (R_k, Q_k),
-# with its columns in least-significant-first order (j_k Q_{k-1} + ... + j_1), so that a
-# child's block of a piece product is one contiguous slab. The final rows are permuted back.
+# its columns in the API order (j_1 most significant). A piece product holds its children as
+# (q_k, R_k, Q_{k-1}) slabs; one gather per level picks the children's slabs and moves q_k
+# last, so the last level's rows come out in the API order.
 
 def _slices_t(core: Tensor) -> Tensor:
     """(R_in, p, q, R_out) -> (p + 1, q R_out, R_in): per digit G[:, i]^T, plus a zero slice."""
@@ -160,28 +165,32 @@ def _slices_t(core: Tensor) -> Tensor:
 
 
 def _level_forward(parent: Tensor, level: _Level, core: Tensor) -> Tensor:
-    """Children (C, R_out, q Q_in) from parents (U, R_in, Q_in)."""
+    """Children (C, R_out, Q_in q) from parents (U, R_in, Q_in)."""
     r_in, _, q, r_out = core.shape
     q_in = parent.shape[2]
     num_pieces = level.piece_parent.numel()
     slices = _slices_t(core).index_select(0, level.slot_digit)  # (P piece, qR, R_in)
-    # (P, piece qR, R_in) x (P, R_in, Q_in) -> (P, piece qR, Q_in): a child is a (qR, Q_in) slab
+    # (P, piece qR, R_in) x (P, R_in, Q_in) -> (P, piece qR, Q_in): a slot is a (q, R, Q_in) slab
     prod = torch.bmm(slices.view(num_pieces, -1, r_in), parent.index_select(0, level.piece_parent))
-    child = prod.view(-1, q, r_out, q_in).index_select(0, level.flat)  # (C, q, R_out, Q_in)
-    return child.transpose(1, 2).reshape(-1, r_out, q * q_in)
+    child = prod.view(-1, q, r_out, q_in).permute(0, 2, 3, 1).index_select(0, level.flat)
+    return child.view(-1, r_out, q_in * q)  # (C, R_out, Q_in, q) gathered contiguous
+
+
+def _slot_grads(grad_child: Tensor, level: _Level, core: Tensor) -> Tensor:
+    """dL/d children (C, R_out, Q_in q) -> dL/d slot products (P piece, q, R_out, Q_in)."""
+    _, _, q, r_out = core.shape
+    grad = grad_child.view(grad_child.shape[0], r_out, -1, q).permute(0, 3, 1, 2)
+    # zeros in empty slots: they meet the zero padding slice, and 0 * garbage could be NaN
+    return grad.index_select(0, level.slot_child).index_fill_(0, level.empty, 0)
 
 
 def _level_backward(parent: Tensor, level: _Level, core: Tensor, grad_child: Tensor,
                     need_parent: bool) -> tuple[Tensor | None, Tensor]:
-    """Given dL/d children (C, R_out, q Q_in): dL/d parents (U, R_in, Q_in) and dL/d core."""
+    """Given dL/d children (C, R_out, Q_in q): dL/d parents (U, R_in, Q_in) and dL/d core."""
     r_in, p, q, r_out = core.shape
     num_parents, _, q_in = parent.shape
     num_pieces = level.piece_parent.numel()
-    grad_child = grad_child.view(-1, r_out, q, q_in).transpose(1, 2)  # (C, q, R_out, Q_in)
-    # zeros in empty slots: they meet the zero padding slice, and 0 * garbage could be NaN
-    grad_prod = grad_child.new_zeros(num_pieces * level.size, q, r_out, q_in)
-    grad_prod.index_copy_(0, level.flat, grad_child).view(num_pieces, -1, q_in)
-    grad_prod = grad_prod.view(num_pieces, level.size * q * r_out, q_in)
+    grad_prod = _slot_grads(grad_child, level, core).view(num_pieces, -1, q_in)
     parents = parent.index_select(0, level.piece_parent)  # (P, R_in, Q_in)
     # d slices: (P, piece qR, Q_in) x (P, Q_in, R_in); empty slots land on the padding digit p
     grad_slices = torch.bmm(grad_prod, parents.transpose(1, 2)).view(-1, q * r_out, r_in)
@@ -206,14 +215,6 @@ def _partials(levels: list[_Level], cores: Sequence[Tensor]) -> list[Tensor]:
     return parts
 
 
-def _reversed_columns(rows: Tensor, tt_q_shapes: Sequence[int], to_internal: bool) -> Tensor:
-    """Permute (C, D) columns between j_1-most-significant (the API) and the internal
-    j_d-most-significant order."""
-    d = len(tt_q_shapes)
-    shape = tuple(tt_q_shapes) if to_internal else tuple(reversed(tt_q_shapes))
-    return rows.reshape(-1, *shape).permute(0, *range(d, 0, -1)).reshape(rows.shape[0], -1)
-
-
 class TTLookupFunction(torch.autograd.Function):
     """Rows of a TT table with the hand-written backward described in the module docstring."""
 
@@ -225,11 +226,11 @@ class TTLookupFunction(torch.autograd.Function):
         plans = []
         for start in range(0, indices.numel(), chunk_size):
             plans.append(_plan(sorted_ids[start:start + chunk_size], tt_p_shapes))
-            rows = _partials(plans[-1], cores)[-1]  # (C, 1, D) internal column order
-            out[order[start:start + chunk_size]] = _reversed_columns(rows, tt_q_shapes, False)
+            rows = _partials(plans[-1], cores)[-1]  # (C, 1, D)
+            out.index_copy_(0, order[start:start + chunk_size], rows.view(rows.shape[0], -1))
         # the plans (a few int64 per row) are kept; the partial products are recomputed
         ctx.save_for_backward(order, *cores)
-        ctx.plans, ctx.tt_q_shapes, ctx.chunk_size = plans, tt_q_shapes, chunk_size
+        ctx.plans, ctx.chunk_size = plans, chunk_size
         return out
 
     @staticmethod
@@ -240,8 +241,7 @@ class TTLookupFunction(torch.autograd.Function):
         for n, levels in enumerate(ctx.plans):
             start = n * ctx.chunk_size
             parts = _partials(levels[:-1], cores)  # the last level's output is not needed
-            grad = _reversed_columns(grad_out[order[start:start + ctx.chunk_size]],
-                                     ctx.tt_q_shapes, True).unsqueeze(1)  # (C, 1, D)
+            grad = grad_out.index_select(0, order[start:start + ctx.chunk_size])  # (C, D)
             for k in range(len(cores) - 1, -1, -1):
                 grad, grad_core = _level_backward(parts[k], levels[k], cores[k], grad,
                                                   need_parent=k > 0)
