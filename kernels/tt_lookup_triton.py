@@ -25,9 +25,15 @@ over several programs, so skewed ids (one hot digit) still fill the GPU. With
 ``deterministic=False`` lets the chunks ``tl.atomic_add`` into the slice instead: one pass less
 and no partial buffer, but the order of float additions (so the last bits) varies run to run.
 
-Products use broadcast-multiply-sum instead of ``tl.dot`` so that any q factor and any rank
-(1 included, where ``tl.dot``'s minimum of 16 does not hold) compiles on a GPU and runs under
-the interpreter; non-power-of-2 sizes are padded to the next power of 2 and masked.
+The chunk plans of the four reductions are built on the device and their sizes read back in
+one host sync per backward (the forward has two: the id range check and the prefix count).
+
+Products are rank-1 updates of a register tile (broadcast multiply-add; reduced across rows
+once, after the loop) instead of ``tl.dot``: any q factor and any rank (1 included, under
+``tl.dot``'s minimum of 16) compiles, and on an H100 a ``tl.dot`` version (exact fp32,
+``input_precision="ieee"``, operands padded to 16) was slower: at rank 32, D = 64, B = 1e6 the
+rows kernel took 1.18 ms against 0.83 and the dT12 kernel 1.41 ms against 0.55
+(docs/benchmarks.md). Non-power-of-2 sizes are padded to the next power of 2 and masked.
 
 Triton kernels run on CUDA tensors; CPU tensors need ``TRITON_INTERPRET=1`` set before triton is
 first imported: the interpreter is chosen when each ``@triton.jit`` function is decorated, and
@@ -47,15 +53,17 @@ from triton.runtime.interpreter import InterpretedFunction
 from torch import Tensor
 
 _SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float64)
-# Rows per program of the forward row kernel (times a D block of at most _MAX_BLOCK_D columns).
-_BLOCK_ROWS = 32
-_MAX_BLOCK_D = 128
-# Rows loaded per step by the segmented backward kernels.
+# Values of a program's accumulator tile (rows x slice): 4096 fp32 are 32 registers a thread
+# at 4 warps. The row counts of the tiles below are the largest powers of 2 that fit, capped.
+_TILE = 4096
+# At most, rows per program of the forward row kernel ...
+_MAX_BLOCK_ROWS = 64
+# ... and rows loaded per step by the segmented backward kernels.
 _BLOCK_SEG = 16
 # Items (rows; unique prefixes) one backward program reduces at most: longer runs of one
 # gradient slice are split for parallelism and recombined (ordered sum, or atomics).
 _CHUNK_ROWS = 256
-_CHUNK_PREFIXES = 64
+_CHUNK_PREFIXES = 16
 _warned_fallback: set[int] = set()
 
 
@@ -87,29 +95,35 @@ def _tt_prefix_kernel(
 @triton.jit
 def _tt_rows_kernel(
     t12_ptr, g3_ptr, perm_ptr, inv_sorted_ptr, i3_ptr, out_ptr,
-    B, P3, Q3, R2, D,
-    ACC_DTYPE: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr,
+    B, P3, Q12, Q3, R2,
+    ACC_DTYPE: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_Q12: tl.constexpr,
+    BLOCK_Q3: tl.constexpr,
 ):
-    # A (BLOCK_B rows) x (BLOCK_D columns) tile of out; column c = j12*q3 + j3. Rows are taken
-    # in prefix order (row perm[k] is the k-th), so a tile's rows mostly share one T12 slice
-    # and its loads hit the same addresses.
+    # A (BLOCK_B rows) x (BLOCK_Q12 x q3 columns) tile of out, column c = j12*q3 + j3:
+    # out[b, j12, j3] = sum_s T12[inv[b], j12, s] G3[s, i3[b], j3], one rank-1 update of the
+    # (rows, j12, j3) tile per s, so each step loads BLOCK_B*(q12 + q3) values, not
+    # BLOCK_B*q12*q3. Rows are taken in prefix order (row perm[k] is the k-th), so a tile's
+    # rows mostly share one T12 slice and its loads hit the same cache lines.
     pos = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
-    c = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    m = tl.program_id(1) * BLOCK_Q12 + tl.arange(0, BLOCK_Q12)  # m = j12
+    j = tl.arange(0, BLOCK_Q3)  # j = j3
     mask_b = pos < B
-    mask = mask_b[:, None] & (c < D)[None, :]
+    mask_t = mask_b[:, None] & (m < Q12)[None, :]
+    mask_g = mask_b[:, None] & (j < Q3)[None, :]
     rows = tl.load(perm_ptr + pos, mask=mask_b, other=0)
     inv = tl.load(inv_sorted_ptr + pos, mask=mask_b, other=0)
     i3 = tl.load(i3_ptr + rows, mask=mask_b, other=0)
     # T12[u, j12, s] sits at (u*q12 + j12)*R2 + s; G3[s, i3, j3, 0] at (s*p3 + i3)*q3 + j3.
-    t_off = (inv[:, None] * (D // Q3) + (c // Q3)[None, :]) * R2
-    g_off = i3[:, None] * Q3 + (c % Q3)[None, :]
-    acc = tl.zeros((BLOCK_B, BLOCK_D), dtype=ACC_DTYPE)
+    t_off = (inv[:, None] * Q12 + m[None, :]) * R2
+    g_off = i3[:, None] * Q3 + j[None, :]
+    acc = tl.zeros((BLOCK_B, BLOCK_Q12, BLOCK_Q3), dtype=ACC_DTYPE)
     for s in range(R2):
-        t = tl.load(t12_ptr + t_off + s, mask=mask, other=0.0)
-        g = tl.load(g3_ptr + s * P3 * Q3 + g_off, mask=mask, other=0.0).to(ACC_DTYPE)
-        acc += t * g
+        t = tl.load(t12_ptr + t_off + s, mask=mask_t, other=0.0)
+        g = tl.load(g3_ptr + s * P3 * Q3 + g_off, mask=mask_g, other=0.0).to(ACC_DTYPE)
+        acc += t[:, :, None] * g[:, None, :]
     out = acc.to(out_ptr.dtype.element_ty)
-    tl.store(out_ptr + rows[:, None] * D + c[None, :], out, mask=mask)
+    out_off = (rows[:, None, None] * Q12 + m[None, :, None]) * Q3 + j[None, None, :]
+    tl.store(out_ptr + out_off, out, mask=mask_t[:, :, None] & mask_g[:, None, :])
 
 
 @triton.jit
@@ -160,7 +174,9 @@ def _tt_grad_t12_kernel(
     s = tl.arange(0, BLOCK_R2)
     mask_m = m < Q12
     mask_s = s < R2
-    acc = tl.zeros((BLOCK_Q12, BLOCK_R2), dtype=ACC_DTYPE)
+    # Per-row rank-1 updates go to a (BLOCK_B, q12, R2) accumulator; the cross-row sum (a
+    # reduction across threads) is done once, after the loop.
+    acc = tl.zeros((BLOCK_B, BLOCK_Q12, BLOCK_R2), dtype=ACC_DTYPE)
     for off in range(start, end, BLOCK_B):
         idx = off + tl.arange(0, BLOCK_B)
         mask_b = idx < end
@@ -171,9 +187,9 @@ def _tt_grad_t12_kernel(
                         mask=mask_b[:, None] & mask_m[None, :], other=0.0).to(ACC_DTYPE)
             g = tl.load(g3_ptr + (s[None, :] * P3 + i3[:, None]) * Q3 + j3,
                         mask=mask_b[:, None] & mask_s[None, :], other=0.0).to(ACC_DTYPE)
-            acc += tl.sum(d[:, :, None] * g[:, None, :], axis=0)  # (BLOCK_B, q12, R2) -> (q12, R2)
+            acc += d[:, :, None] * g[:, None, :]
     _store_slice(dt12_ptr, partial_ptr, tl.load(dest_ptr + pid), m[:, None] * R2 + s[None, :],
-                 acc, mask_m[:, None] & mask_s[None, :], Q12 * R2, ATOMIC)
+                 tl.sum(acc, axis=0), mask_m[:, None] & mask_s[None, :], Q12 * R2, ATOMIC)
 
 
 @triton.jit
@@ -192,7 +208,7 @@ def _tt_grad_core3_kernel(
     j3 = tl.arange(0, BLOCK_Q3)
     mask_s = s < R2
     mask_j = j3 < Q3
-    acc = tl.zeros((BLOCK_R2, BLOCK_Q3), dtype=ACC_DTYPE)
+    acc = tl.zeros((BLOCK_B, BLOCK_R2, BLOCK_Q3), dtype=ACC_DTYPE)  # summed over rows at the end
     for off in range(start, end, BLOCK_B):
         idx = off + tl.arange(0, BLOCK_B)
         mask_b = idx < end
@@ -203,9 +219,9 @@ def _tt_grad_core3_kernel(
                         mask=mask_b[:, None] & mask_s[None, :], other=0.0)
             d = tl.load(dout_ptr + rows[:, None] * D + j12 * Q3 + j3[None, :],
                         mask=mask_b[:, None] & mask_j[None, :], other=0.0).to(ACC_DTYPE)
-            acc += tl.sum(t[:, :, None] * d[:, None, :], axis=0)  # (BLOCK_B, R2, q3) -> (R2, q3)
+            acc += t[:, :, None] * d[:, None, :]
     _store_slice(dg3t_ptr, partial_ptr, tl.load(dest_ptr + pid), s[:, None] * Q3 + j3[None, :],
-                 acc, mask_s[:, None] & mask_j[None, :], R2 * Q3, ATOMIC)
+                 tl.sum(acc, axis=0), mask_s[:, None] & mask_j[None, :], R2 * Q3, ATOMIC)
 
 
 @triton.jit
@@ -256,7 +272,7 @@ def _tt_grad_core1_kernel(
     mask_j = j1 < Q1
     mask_r = r < R1
     mask_s = s < R2
-    acc = tl.zeros((BLOCK_Q1, BLOCK_R1), dtype=ACC_DTYPE)
+    acc = tl.zeros((BLOCK_Q1, BLOCK_R1, BLOCK_R2), dtype=ACC_DTYPE)  # summed over s at the end
     for k in range(start, end):
         u = tl.load(order_ptr + k)
         i2 = tl.load(uniq_i2_ptr + u)
@@ -265,9 +281,9 @@ def _tt_grad_core1_kernel(
                          mask=mask_j[:, None] & mask_s[None, :], other=0.0)
             g = tl.load(g2_ptr + ((r[:, None] * P2 + i2) * Q2 + j2) * R2 + s[None, :],
                         mask=mask_r[:, None] & mask_s[None, :], other=0.0).to(ACC_DTYPE)
-            acc += tl.sum(dt[:, None, :] * g[None, :, :], axis=2)  # (q1, R1, R2) -> (q1, R1)
+            acc += dt[:, None, :] * g[None, :, :]
     _store_slice(dg1_ptr, partial_ptr, tl.load(dest_ptr + pid), j1[:, None] * R1 + r[None, :],
-                 acc, mask_j[:, None] & mask_r[None, :], Q1 * R1, ATOMIC)
+                 tl.sum(acc, axis=2), mask_j[:, None] & mask_r[None, :], Q1 * R1, ATOMIC)
 
 
 def _interpreted() -> bool:
@@ -281,9 +297,59 @@ def _pow2(n: int) -> int:
     return triton.next_power_of_2(max(int(n), 1))
 
 
+def _tile_rows(per_row: int, cap: int) -> int:
+    """Rows of a tile whose accumulator holds ``per_row`` values a row: fills ``_TILE``."""
+    return max(1, min(cap, _TILE // per_row))
+
+
+def _sort_key(keys: Tensor, bound: int) -> Tensor:
+    """``keys`` (all < ``bound``) as int32 when they fit: a radix sort does half the passes."""
+    return keys.to(torch.int32) if bound <= 2 ** 31 else keys
+
+
 def _acc_dtype(dtype: torch.dtype) -> tuple[torch.dtype, tl.dtype]:
     """Accumulation dtype: fp32 for fp32/bf16 cores, fp64 for fp64 cores (gradcheck)."""
     return (torch.float64, tl.float64) if dtype == torch.float64 else (torch.float32, tl.float32)
+
+
+class _Runs(NamedTuple):
+    """The runs of equal keys in a sorted key array of ``n`` items, found on the device without
+    a host sync: arrays are padded to ``n`` runs (the real ones first, then zero-count runs).
+
+    ``sizes`` holds ``[chunks, partial rows, split runs]`` as a device tensor, read on the host
+    together with the other plans' (one sync for the whole backward).
+    """
+
+    keys: Tensor  # (n,) key of run r
+    counts: Tensor  # (n,) items of run r; 0 for padding
+    pieces: Tensor  # (n,) chunks of run r (runs longer than ``chunk`` are split)
+    sizes: Tensor  # (3,) int64
+
+
+def _runs(sorted_keys: Tensor, chunk: int, atomic: bool) -> _Runs:
+    n = sorted_keys.numel()
+    new_run = torch.ones(n, dtype=torch.bool, device=sorted_keys.device)
+    new_run[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    run_of = new_run.cumsum(0) - 1  # (n,) run of each item
+    # First and last position of each run, scattered by the items that start / end a run; the
+    # other items write to a discarded slot n (no atomics: each run's slot has one writer).
+    pos = torch.arange(n, device=sorted_keys.device)
+    ends_run = torch.ones_like(new_run)
+    ends_run[:-1] = new_run[1:]
+    first = torch.zeros(n + 1, dtype=torch.int64, device=sorted_keys.device)
+    first.scatter_(0, torch.where(new_run, run_of, n), pos)
+    last = torch.full((n + 1,), -1, dtype=torch.int64, device=sorted_keys.device)
+    last.scatter_(0, torch.where(ends_run, run_of, n), pos)
+    counts = (last - first + 1)[:n]  # 0 for the padding runs (last -1, first 0)
+    # Every item of a run writes the same key: the result does not depend on write order.
+    keys = torch.zeros(n, dtype=torch.int64, device=sorted_keys.device)
+    keys.scatter_(0, run_of, sorted_keys.long())
+    pieces = (counts + chunk - 1) // chunk
+    split = pieces > 1
+    if atomic:  # no partial rows: every chunk adds into its slice
+        split = torch.zeros_like(split)
+    sizes = torch.stack([pieces.sum(), (pieces * split).sum(), split.sum()])
+    return _Runs(keys, counts, pieces, sizes)
 
 
 class _ChunkPlan(NamedTuple):
@@ -292,7 +358,8 @@ class _ChunkPlan(NamedTuple):
     Chunk ``c`` covers sorted positions ``start[c]:end[c]`` (at most ``chunk`` items, one slice)
     and writes slice ``dest[c]`` if ``dest[c] >= 0``, else row ``-dest[c]-1`` of a partial
     buffer; slice ``sum_key[s]`` is then the ordered sum of partial rows
-    ``sum_start[s]:sum_end[s]``. In atomic mode every chunk adds into ``dest[c]`` directly.
+    ``sum_start[s]:sum_end[s]`` of ``num_partial``. In atomic mode every chunk adds into
+    ``dest[c]`` directly.
     """
 
     start: Tensor
@@ -301,43 +368,56 @@ class _ChunkPlan(NamedTuple):
     sum_start: Tensor
     sum_end: Tensor
     sum_key: Tensor
+    num_partial: int
 
 
-def _chunk_plan(sorted_keys: Tensor, chunk: int, atomic: bool) -> _ChunkPlan:
-    """Split the runs of equal ``sorted_keys`` into chunks of at most ``chunk`` items."""
-    keys, counts = torch.unique_consecutive(sorted_keys, return_counts=True)  # one run per slice
-    run_end = counts.cumsum(0)
-    pieces = (counts + chunk - 1) // chunk  # chunks per run
-    run = torch.repeat_interleave(torch.arange(keys.numel(), device=keys.device), pieces)
-    first_chunk = pieces.cumsum(0) - pieces
-    start = run_end[run] - counts[run] + (
-        torch.arange(run.numel(), device=keys.device) - first_chunk[run]) * chunk
+def _chunk_plan(runs: _Runs, chunk: int, num_chunks: int, num_partial: int,
+                num_split: int) -> _ChunkPlan:
+    """Split the runs into chunks of at most ``chunk`` items, given the sizes read from
+    ``runs.sizes`` (so that no step here waits for the device)."""
+    device = runs.counts.device
+    run_end = runs.counts.cumsum(0)
+    # Chunk -> run; output_size spares repeat_interleave its own host sync.
+    run = torch.repeat_interleave(torch.arange(runs.counts.numel(), device=device), runs.pieces,
+                                  output_size=num_chunks)
+    first_chunk = runs.pieces.cumsum(0) - runs.pieces
+    start = run_end[run] - runs.counts[run] + (
+        torch.arange(num_chunks, device=device) - first_chunk[run]) * chunk
     end = torch.minimum(start + chunk, run_end[run])
-    split = pieces > 1
-    if atomic or not bool(split.any()):
-        empty = keys[:0]
-        return _ChunkPlan(start, end, keys[run], empty, empty, empty)
+    if not num_partial:
+        empty = runs.keys[:0]
+        return _ChunkPlan(start, end, runs.keys[run], empty, empty, empty, 0)
     # Chunks of split runs get consecutive partial rows, in order, so each run's partials are a
-    # contiguous range.
+    # contiguous range. The split runs, in order: a stable sort puts them first.
+    split = runs.pieces > 1
     chunk_split = split[run]
     partial_row = chunk_split.cumsum(0) - 1
-    dest = torch.where(chunk_split, -partial_row - 1, keys[run])
-    sum_end = pieces[split].cumsum(0)
-    return _ChunkPlan(start, end, dest, sum_end - pieces[split], sum_end, keys[split])
+    dest = torch.where(chunk_split, -partial_row - 1, runs.keys[run])
+    split_runs = torch.sort(split.to(torch.uint8), descending=True, stable=True)[1][:num_split]
+    split_pieces = runs.pieces[split_runs]
+    sum_end = split_pieces.cumsum(0)
+    return _ChunkPlan(start, end, dest, sum_end - split_pieces, sum_end, runs.keys[split_runs],
+                      num_partial)
 
 
-def _segmented(kernel, lead: Sequence[Tensor], order: Tensor, sorted_keys: Tensor, chunk: int,
-               atomic: bool, out: Tensor, scalars: Sequence[int], **meta) -> None:
-    """Run the segmented-reduction ``kernel`` over items ``order`` (sorted by ``sorted_keys``)
-    into ``out`` (num_slices, slice_size), zero-initialized, then sum split slices."""
-    plan = _chunk_plan(sorted_keys, chunk, atomic)
+def _chunk_plans(jobs: Sequence[tuple[Tensor, int]], atomic: bool) -> list[_ChunkPlan]:
+    """Plans of several segmented reductions ``(sorted_keys, chunk)``, with one host sync."""
+    runs = [_runs(keys, chunk, atomic) for keys, chunk in jobs]
+    sizes = torch.stack([r.sizes for r in runs]).tolist() if runs else []
+    return [_chunk_plan(r, chunk, *size) for r, (_, chunk), size in zip(runs, jobs, sizes)]
+
+
+def _segmented(kernel, lead: Sequence[Tensor], order: Tensor, plan: _ChunkPlan, atomic: bool,
+               out: Tensor, scalars: Sequence[int], **meta) -> None:
+    """Run the segmented-reduction ``kernel`` over items ``order`` (sorted by slice) into
+    ``out`` (num_slices, slice_size), zero-initialized, then sum split slices."""
     slice_size = out.shape[1]
-    num_partial = int(plan.sum_end[-1]) if plan.sum_end.numel() else 0
     # A one-row buffer stands in when nothing is split (its stores are all masked off).
-    partial = torch.empty(max(num_partial, 1), slice_size, dtype=out.dtype, device=out.device)
+    partial = torch.empty(max(plan.num_partial, 1), slice_size, dtype=out.dtype,
+                          device=out.device)
     kernel[(plan.start.numel(),)](*lead, order, plan.start, plan.end, plan.dest, out, partial,
                                   *scalars, ATOMIC=atomic, **meta)
-    if num_partial:
+    if plan.num_partial:
         block = min(_pow2(slice_size), 1024)
         _segment_sum_kernel[(plan.sum_key.numel(), triton.cdiv(slice_size, block))](
             partial, plan.sum_start, plan.sum_end, plan.sum_key, out, slice_size, BLOCK=block)
@@ -357,9 +437,11 @@ class TTLookupTritonFunction(torch.autograd.Function):
         i3 = indices % p3
         prefix = indices // p3  # i1*p2 + i2
         # Sorting by prefix gives the unique prefixes, the row order of the row kernel and,
-        # kept for backward, that of the segmented dT12 reduction.
-        sorted_prefix, perm = torch.sort(prefix, stable=True)
+        # kept for backward, that of the segmented dT12 reduction. 32-bit keys halve the radix
+        # sort's passes.
+        sorted_prefix, perm = torch.sort(_sort_key(prefix, p_shapes[0] * p2), stable=True)
         uniq, inv_sorted = torch.unique_consecutive(sorted_prefix, return_inverse=True)
+        uniq = uniq.long()
         inv = torch.empty_like(inv_sorted)
         inv[perm] = inv_sorted  # inv[b]: unique-prefix index of row b
         uniq_i1, uniq_i2 = uniq // p2, uniq % p2
@@ -368,11 +450,13 @@ class TTLookupTritonFunction(torch.autograd.Function):
             _tt_prefix_kernel[(uniq.numel(),)](
                 g1, g2, uniq_i1, uniq_i2, t12, p2, q1, q2, r1, r2,
                 ACC_DTYPE=acc_tl, BLOCK_Q12=_pow2(q1 * q2), BLOCK_R2=_pow2(r2))
-            block_d = min(_pow2(dim), _MAX_BLOCK_D)
-            grid = (triton.cdiv(batch, _BLOCK_ROWS), triton.cdiv(dim, block_d))
+            block_q3 = _pow2(q3)
+            block_q12 = min(_pow2(q1 * q2), max(_TILE // block_q3, 1))
+            block_b = _tile_rows(block_q12 * block_q3, _MAX_BLOCK_ROWS)
+            grid = (triton.cdiv(batch, block_b), triton.cdiv(q1 * q2, block_q12))
             _tt_rows_kernel[grid](
-                t12, g3, perm, inv_sorted, i3, out, batch, p3, q3, r2, dim,
-                ACC_DTYPE=acc_tl, BLOCK_B=_BLOCK_ROWS, BLOCK_D=block_d)
+                t12, g3, perm, inv_sorted, i3, out, batch, p3, q1 * q2, q3, r2,
+                ACC_DTYPE=acc_tl, BLOCK_B=block_b, BLOCK_Q12=block_q12, BLOCK_Q3=block_q3)
         ctx.save_for_backward(g1, g2, g3, t12, perm, inv_sorted, inv, i3, uniq_i1, uniq_i2)
         ctx.deterministic = deterministic
         ctx.p_shapes, ctx.q_shapes = p_shapes, q_shapes
@@ -393,26 +477,32 @@ class TTLookupTritonFunction(torch.autograd.Function):
         dg2t = torch.zeros(p2, r1 * q2 * r2, dtype=acc_torch, device=device)  # (p2, R1, q2, R2)
         dg3t = torch.zeros(p3, r2 * q3, dtype=acc_torch, device=device)  # (p3, R2, q3)
         if batch:
-            # dT12 per unique prefix: rows in prefix order (perm).
-            dt12 = torch.zeros(t12.shape[0], q12 * r2, dtype=acc_torch, device=device)
-            _segmented(_tt_grad_t12_kernel, (dout, g3, i3), perm, inv_sorted, _CHUNK_ROWS,
-                       atomic, dt12, (p3, q12, q3, r2, dim), ACC_DTYPE=acc_tl,
-                       BLOCK_B=_BLOCK_SEG, BLOCK_Q12=_pow2(q12), BLOCK_R2=_pow2(r2))
-            # dG3 per digit i3: rows sorted by i3.
-            sorted_i3, order3 = torch.sort(i3, stable=True)
-            _segmented(_tt_grad_core3_kernel, (dout, t12, inv), order3, sorted_i3, _CHUNK_ROWS,
-                       atomic, dg3t, (q12, q3, r2, dim), ACC_DTYPE=acc_tl, BLOCK_B=_BLOCK_SEG,
-                       BLOCK_R2=_pow2(r2), BLOCK_Q3=_pow2(q3))
-            # dG2 per digit i2: unique prefixes sorted by i2.
-            sorted_i2, order2 = torch.sort(uniq_i2, stable=True)
-            _segmented(_tt_grad_core2_kernel, (dt12, g1, uniq_i1), order2, sorted_i2,
-                       _CHUNK_PREFIXES, atomic, dg2t, (q1, q2, r1, r2), ACC_DTYPE=acc_tl,
-                       BLOCK_R1=_pow2(r1), BLOCK_C=_pow2(q2 * r2))
-            # dG1 per digit i1: unique prefixes are already sorted by (i1, i2).
+            # Each gradient slice is reduced over the items that update it, sorted by slice:
+            # dT12 over rows by prefix (perm), dG3 over rows by i3, dG2 over unique prefixes
+            # by i2, dG1 over unique prefixes by i1 (already sorted: prefixes are (i1, i2)).
+            sorted_i3, order3 = torch.sort(_sort_key(i3, p3), stable=True)
+            sorted_i2, order2 = torch.sort(_sort_key(uniq_i2, p2), stable=True)
             order1 = torch.arange(uniq_i1.numel(), device=device)
-            _segmented(_tt_grad_core1_kernel, (dt12, g2, uniq_i2), order1, uniq_i1,
-                       _CHUNK_PREFIXES, atomic, dg1, (p2, q1, q2, r1, r2), ACC_DTYPE=acc_tl,
-                       BLOCK_Q1=_pow2(q1), BLOCK_R1=_pow2(r1), BLOCK_R2=_pow2(r2))
+            plan_t12, plan3, plan2, plan1 = _chunk_plans(
+                [(inv_sorted, _CHUNK_ROWS), (sorted_i3, _CHUNK_ROWS),
+                 (sorted_i2, _CHUNK_PREFIXES), (uniq_i1, _CHUNK_PREFIXES)], atomic)
+            dt12 = torch.zeros(t12.shape[0], q12 * r2, dtype=acc_torch, device=device)
+            block_q12, block_r1, block_r2 = _pow2(q12), _pow2(r1), _pow2(r2)
+            _segmented(_tt_grad_t12_kernel, (dout, g3, i3), perm, plan_t12, atomic, dt12,
+                       (p3, q12, q3, r2, dim), ACC_DTYPE=acc_tl,
+                       BLOCK_B=_tile_rows(block_q12 * block_r2, _BLOCK_SEG),
+                       BLOCK_Q12=block_q12, BLOCK_R2=block_r2)
+            _segmented(_tt_grad_core3_kernel, (dout, t12, inv), order3, plan3, atomic, dg3t,
+                       (q12, q3, r2, dim), ACC_DTYPE=acc_tl,
+                       BLOCK_B=_tile_rows(block_r2 * _pow2(q3), _BLOCK_SEG),
+                       BLOCK_R2=block_r2, BLOCK_Q3=_pow2(q3))
+            _segmented(_tt_grad_core2_kernel, (dt12, g1, uniq_i1), order2, plan2, atomic, dg2t,
+                       (q1, q2, r1, r2), ACC_DTYPE=acc_tl, BLOCK_R1=block_r1,
+                       BLOCK_C=_pow2(q2 * r2))
+            tile1 = _pow2(q1) * block_r1 * block_r2
+            _segmented(_tt_grad_core1_kernel, (dt12, g2, uniq_i2), order1, plan1, atomic, dg1,
+                       (p2, q1, q2, r1, r2), ACC_DTYPE=acc_tl, BLOCK_Q1=_pow2(q1),
+                       BLOCK_R1=block_r1, BLOCK_R2=block_r2, num_warps=8 if tile1 > _TILE else 4)
         grads = (dg1.view(g1.shape), dg2t.view(p2, r1, q2, r2).permute(1, 0, 2, 3),
                  dg3t.view(p3, r2, q3).permute(1, 0, 2).unsqueeze(-1))
         return (None, None, None, None,

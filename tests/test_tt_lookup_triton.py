@@ -175,17 +175,27 @@ def test_deterministic_is_bitwise_reproducible_and_atomic_agrees(monkeypatch, ch
 
 def test_chunk_plan_splits_long_runs():
     keys = torch.tensor([2, 2, 2, 2, 2, 5, 7, 7])
-    plan = ktt._chunk_plan(keys, chunk=8, atomic=False)  # no run split: one chunk per slice
+    plan, = ktt._chunk_plans([(keys, 8)], atomic=False)  # no run split: one chunk per slice
     assert plan.start.tolist() == [0, 5, 6] and plan.end.tolist() == [5, 6, 8]
     assert plan.dest.tolist() == [2, 5, 7] and plan.sum_key.numel() == 0
-    plan = ktt._chunk_plan(keys, chunk=2, atomic=False)
+    plan, = ktt._chunk_plans([(keys, 2)], atomic=False)
     assert plan.start.tolist() == [0, 2, 4, 5, 6] and plan.end.tolist() == [2, 4, 5, 6, 8]
     # Slice 2's three chunks go to partial rows 0, 1, 2 (coded -1, -2, -3); 5 and 7 write directly.
     assert plan.dest.tolist() == [-1, -2, -3, 5, 7]
     assert plan.sum_start.tolist() == [0] and plan.sum_end.tolist() == [3]
-    assert plan.sum_key.tolist() == [2]
-    plan = ktt._chunk_plan(keys, chunk=2, atomic=True)  # atomics: every chunk adds into its slice
+    assert plan.sum_key.tolist() == [2] and plan.num_partial == 3
+    plan, = ktt._chunk_plans([(keys, 2)], atomic=True)  # atomics: every chunk adds into its slice
     assert plan.dest.tolist() == [2, 2, 2, 5, 7] and plan.sum_key.numel() == 0
+    # Several plans in one call (one host sync): each equals its own; a second split run
+    # (7, now three chunks) gets the partial rows after the first's.
+    keys2 = torch.tensor([1, 3, 3, 3, 3, 3, 7, 7, 7, 7, 7])
+    one, two = ktt._chunk_plans([(keys, 8), (keys2, 2)], atomic=False)
+    assert one.dest.tolist() == [2, 5, 7] and one.num_partial == 0
+    assert two.start.tolist() == [0, 1, 3, 5, 6, 8, 10]
+    assert two.end.tolist() == [1, 3, 5, 6, 8, 10, 11]
+    assert two.dest.tolist() == [1, -1, -2, -3, -4, -5, -6]
+    assert two.sum_start.tolist() == [0, 3] and two.sum_end.tolist() == [3, 6]
+    assert two.sum_key.tolist() == [3, 7] and two.num_partial == 6
 
 
 @needs_kernels

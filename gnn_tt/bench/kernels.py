@@ -177,6 +177,31 @@ def check_triton(shape: TableShape, rank: int, batch: int, device: torch.device)
     return worst
 
 
+def profile_cases(cases: Sequence[tuple[TableShape, int, int, str]], reps: int,
+                  device: torch.device) -> None:
+    """Print, per case, the wall time of Triton fwd+bwd and a torch.profiler table of its
+    host ops and GPU kernels: the split between launch/sync overhead and kernel time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from kernels.tt_lookup_triton import tt_lookup_triton
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda"
+                                           else [])
+    for shape, rank, batch, kind in cases:
+        ids = make_ids(shape, batch, kind, device)
+        run = tt_runner(tt_lookup_triton, ids, make_cores(shape, rank, device), shape, True)
+        ms = time_ms(run, reps, device)
+        with profile(activities=activities) as prof:
+            for _ in range(reps):
+                run()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+        sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        print(f"\n## profile {shape.name} R{rank} B={batch} {kind}: fwd+bwd {ms:.3f} ms "
+              f"({ms * 1e6 / batch:.3g} ns/lookup), {reps} calls profiled")
+        print(prof.key_averages().table(sort_by=sort, row_limit=22, max_name_column_width=48))
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="gnn-tt bench kernels",
                                      description=__doc__.split("\n")[0],
@@ -191,6 +216,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="CPU smoke test: torch path and gather only, products rank 8, "
                              "B = 2000")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead of the table: profile Triton fwd+bwd on each case "
+                             "(torch.profiler, CUDA kernels and host ops) and print where the "
+                             "time goes")
     parser.add_argument("--device", default="cuda",
                         help="device of the full benchmark; 'cpu' runs the Triton kernels under "
                              "TRITON_INTERPRET=1 (debugging only: very slow)")
@@ -211,6 +240,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         cases = [(SHAPES[name], rank, batch, kind) for name in args.shapes
                  for rank in SHAPES[name].ranks for batch in args.batches for kind in args.ids]
+    if args.profile:
+        profile_cases(cases, args.reps, device)
+        return 0
     methods = ("torch", "gather") if args.quick else ("triton", "torch", "gather")
     lookups = {"torch": tt_lookup_torch}
     checks = {}
