@@ -164,54 +164,85 @@ def _slices_t(core: Tensor) -> Tensor:
     return torch.cat([rows, rows.new_zeros(1, q * r_out, r_in)])
 
 
-def _level_forward(parent: Tensor, level: _Level, core: Tensor) -> Tensor:
+class _Workspace:
+    """What one level reuses across the chunks of a forward or backward call: its core, the
+    core's slices (:func:`_slices_t`) and buffers. Fresh temporaries of a few MB per chunk go
+    back to the OS when freed and fault back in on the next chunk: without reuse the page
+    faults cost about as much as the arithmetic."""
+
+    def __init__(self, core: Tensor) -> None:
+        self.core = core
+        self.slices = _slices_t(core)  # (p + 1, q R_out, R_in)
+        self.buffers: dict[str, Tensor] = {}
+
+    def take(self, name: str, *shape: int) -> Tensor:
+        """An uninitialised ``shape`` tensor; the previous one of ``name`` is overwritten."""
+        numel = math.prod(shape)
+        buf = self.buffers.get(name)
+        if buf is None or buf.numel() < numel:
+            # chunks differ a little in size: a margin saves regrowing on each larger one
+            buf = self.buffers[name] = self.core.new_empty(numel + numel // 4)
+        return buf[:numel].view(shape)
+
+
+def _level_forward(parent: Tensor, level: _Level, ws: _Workspace) -> Tensor:
     """Children (C, R_out, Q_in q) from parents (U, R_in, Q_in)."""
-    r_in, _, q, r_out = core.shape
+    r_in, _, q, r_out = ws.core.shape
     q_in = parent.shape[2]
     num_pieces = level.piece_parent.numel()
-    slices = _slices_t(core).index_select(0, level.slot_digit)  # (P piece, qR, R_in)
+    slots = level.slot_digit.numel()
+    slices = torch.index_select(ws.slices, 0, level.slot_digit,
+                                out=ws.take("slices", slots, q * r_out, r_in))
+    parents = torch.index_select(parent, 0, level.piece_parent,
+                                 out=ws.take("parents", num_pieces, r_in, q_in))
     # (P, piece qR, R_in) x (P, R_in, Q_in) -> (P, piece qR, Q_in): a slot is a (q, R, Q_in) slab
-    prod = torch.bmm(slices.view(num_pieces, -1, r_in), parent.index_select(0, level.piece_parent))
-    child = prod.view(-1, q, r_out, q_in).permute(0, 2, 3, 1).index_select(0, level.flat)
-    return child.view(-1, r_out, q_in * q)  # (C, R_out, Q_in, q) gathered contiguous
+    prod = torch.bmm(slices.view(num_pieces, -1, r_in), parents,
+                     out=ws.take("prod", num_pieces, slots // num_pieces * q * r_out, q_in))
+    # one gather picks the children and moves q last: (C, R_out, Q_in, q)
+    child = torch.index_select(prod.view(-1, q, r_out, q_in).permute(0, 2, 3, 1), 0, level.flat,
+                               out=ws.take("child", level.flat.numel(), r_out, q_in, q))
+    return child.view(-1, r_out, q_in * q)
 
 
-def _slot_grads(grad_child: Tensor, level: _Level, core: Tensor) -> Tensor:
-    """dL/d children (C, R_out, Q_in q) -> dL/d slot products (P piece, q, R_out, Q_in)."""
-    _, _, q, r_out = core.shape
-    grad = grad_child.view(grad_child.shape[0], r_out, -1, q).permute(0, 3, 1, 2)
-    # zeros in empty slots: they meet the zero padding slice, and 0 * garbage could be NaN
-    return grad.index_select(0, level.slot_child).index_fill_(0, level.empty, 0)
-
-
-def _level_backward(parent: Tensor, level: _Level, core: Tensor, grad_child: Tensor,
-                    need_parent: bool) -> tuple[Tensor | None, Tensor]:
+def _level_backward(parent: Tensor, level: _Level, grad_child: Tensor, need_parent: bool,
+                    ws: _Workspace) -> tuple[Tensor | None, Tensor]:
     """Given dL/d children (C, R_out, Q_in q): dL/d parents (U, R_in, Q_in) and dL/d core."""
-    r_in, p, q, r_out = core.shape
+    r_in, p, q, r_out = ws.core.shape
     num_parents, _, q_in = parent.shape
     num_pieces = level.piece_parent.numel()
-    grad_prod = _slot_grads(grad_child, level, core).view(num_pieces, -1, q_in)
-    parents = parent.index_select(0, level.piece_parent)  # (P, R_in, Q_in)
+    slots = level.slot_digit.numel()
+    # dL/d slot products (S, q, R_out, Q_in); zeros in empty slots: they meet the zero padding
+    # slice, and 0 * garbage could be NaN
+    grad_child = grad_child.view(grad_child.shape[0], r_out, q_in, q).permute(0, 3, 1, 2)
+    grad_prod = torch.index_select(grad_child, 0, level.slot_child,
+                                   out=ws.take("grad_prod", slots, q, r_out, q_in))
+    grad_prod = grad_prod.index_fill_(0, level.empty, 0).view(num_pieces, -1, q_in)
+    parents = torch.index_select(parent, 0, level.piece_parent,
+                                 out=ws.take("parents", num_pieces, r_in, q_in))
     # d slices: (P, piece qR, Q_in) x (P, Q_in, R_in); empty slots land on the padding digit p
-    grad_slices = torch.bmm(grad_prod, parents.transpose(1, 2)).view(-1, q * r_out, r_in)
-    grad_rows = _index_sum_(core.new_zeros(p + 1, q * r_out, r_in), level.slot_digit,
-                            grad_slices)
+    grad_slices = torch.bmm(grad_prod, parents.transpose(1, 2),
+                            out=ws.take("grad_slices", num_pieces, slots // num_pieces * q * r_out,
+                                        r_in))
+    grad_rows = _index_sum_(ws.core.new_zeros(p + 1, q * r_out, r_in), level.slot_digit,
+                            grad_slices.view(slots, q * r_out, r_in))
     grad_core = grad_rows[:p].view(p, q, r_out, r_in).permute(3, 0, 1, 2)
     if not need_parent:
         return None, grad_core
     # d parents: (P, R_in, piece qR) x (P, piece qR, Q_in), summed over each parent's pieces
-    slices = _slices_t(core).index_select(0, level.slot_digit).view(num_pieces, -1, r_in)
-    grad_pieces = torch.bmm(slices.transpose(1, 2), grad_prod)
-    grad_parent = _index_sum_(parent.new_zeros(num_parents, r_in, q_in), level.piece_parent,
-                              grad_pieces)
+    slices = torch.index_select(ws.slices, 0, level.slot_digit,
+                                out=ws.take("slices", slots, q * r_out, r_in))
+    grad_pieces = torch.bmm(slices.view(num_pieces, -1, r_in).transpose(1, 2), grad_prod,
+                            out=ws.take("grad_pieces", num_pieces, r_in, q_in))
+    grad_parent = _index_sum_(ws.take("grad_parent", num_parents, r_in, q_in).zero_(),
+                              level.piece_parent, grad_pieces)
     return grad_parent, grad_core
 
 
-def _partials(levels: list[_Level], cores: Sequence[Tensor]) -> list[Tensor]:
+def _partials(levels: list[_Level], workspaces: list[_Workspace]) -> list[Tensor]:
     """Partial products of the levels, root first: [(1, 1, 1), (U_1, R_1, q_1), ...]."""
-    parts = [cores[0].new_ones(1, 1, 1)]  # root: empty prefix, R_0 = 1
-    for level, core in zip(levels, cores):
-        parts.append(_level_forward(parts[-1], level, core))
+    parts = [workspaces[0].core.new_ones(1, 1, 1)]  # root: empty prefix, R_0 = 1
+    for level, ws in zip(levels, workspaces):
+        parts.append(_level_forward(parts[-1], level, ws))
     return parts
 
 
@@ -223,10 +254,11 @@ class TTLookupFunction(torch.autograd.Function):
                 tt_q_shapes: tuple[int, ...], chunk_size: int, *cores: Tensor) -> Tensor:
         sorted_ids, order = torch.sort(indices, stable=True)  # (B,), (B,)
         out = cores[0].new_empty(indices.numel(), math.prod(tt_q_shapes))
+        workspaces = [_Workspace(core) for core in cores]
         plans = []
         for start in range(0, indices.numel(), chunk_size):
             plans.append(_plan(sorted_ids[start:start + chunk_size], tt_p_shapes))
-            rows = _partials(plans[-1], cores)[-1]  # (C, 1, D)
+            rows = _partials(plans[-1], workspaces)[-1]  # (C, 1, D)
             out.index_copy_(0, order[start:start + chunk_size], rows.view(rows.shape[0], -1))
         # the plans (a few int64 per row) are kept; the partial products are recomputed
         ctx.save_for_backward(order, *cores)
@@ -238,13 +270,17 @@ class TTLookupFunction(torch.autograd.Function):
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         order, *cores = ctx.saved_tensors
         grads = [torch.zeros_like(core) for core in cores]
+        workspaces = [_Workspace(core) for core in cores]
         for n, levels in enumerate(ctx.plans):
             start = n * ctx.chunk_size
-            parts = _partials(levels[:-1], cores)  # the last level's output is not needed
-            grad = grad_out.index_select(0, order[start:start + ctx.chunk_size])  # (C, D)
+            # the last level's output is not needed
+            parts = _partials(levels[:-1], workspaces)
+            rows = order[start:start + ctx.chunk_size]
+            grad = torch.index_select(grad_out, 0, rows,
+                                      out=workspaces[-1].take("upstream", rows.numel(),
+                                                              grad_out.shape[1]))
             for k in range(len(cores) - 1, -1, -1):
-                grad, grad_core = _level_backward(parts[k], levels[k], cores[k], grad,
-                                                  need_parent=k > 0)
+                grad, grad_core = _level_backward(parts[k], levels[k], grad, k > 0, workspaces[k])
                 grads[k] += grad_core
         return (None, None, None, None, *grads)
 
