@@ -96,50 +96,72 @@ def _index_sum_(out: Tensor, index: Tensor, src: Tensor) -> Tensor:
 
 @dataclass
 class _Level:
-    """Children of one tree level grouped under their parents and cut into pieces of
-    ``size`` slots (S = P * size in all). ``flat``: (C,) child's slot
-    (``piece * size + place``); ``slot_digit``: (S,) digit in each slot, ``p`` (an all-zero
-    padding slice) in empty ones; ``slot_child``: (S,) child in each slot, 0 in empty ones;
-    ``empty``: (E,) the empty slots; ``piece_parent``: (P,) each piece's parent node."""
+    """Children of one tree level in slots. Pieces: each parent's children cut into pieces of
+    ``size`` slots (S = P * size), multiplied per piece. Dense (``piece_parent`` None): every
+    digit of every parent has a slot (S = U * p, slot ``parent * p + digit``), all multiplied
+    by one matmul. ``flat``: (C,) child's slot; ``slot_child``: (S,) child in each slot, 0 in
+    empty ones; ``empty``: (E,) the empty slots; pieces only: ``slot_digit`` (S,) digit in each
+    slot, ``p`` (an all-zero padding slice) in empty ones, and ``piece_parent`` (P,) each
+    piece's parent node."""
 
     flat: Tensor
-    slot_digit: Tensor
     slot_child: Tensor
     empty: Tensor
-    piece_parent: Tensor
+    slot_digit: Tensor | None
+    piece_parent: Tensor | None
 
 
-def _make_level(counts: Tensor, digit: Tensor, radix: int) -> _Level:
-    """Plan one level from ``counts`` (U,) children per parent; children sorted by parent."""
+def _make_level(counts: Tensor, digit: Tensor, core_shape: Sequence[int], q_in: int,
+                distinct: bool) -> _Level:
+    """Plan one level from ``counts`` (U,) children per parent; children sorted by parent.
+    ``core_shape``: (R_in, p, q, R_out); ``q_in``: columns of a parent; ``distinct``: no two
+    children share a parent and digit (true but at the last level, which holds duplicates)."""
     device = digit.device
-    parents = torch.arange(counts.numel(), device=device)
+    r_in, radix = core_shape[0], core_shape[1]
+    num_parents = counts.numel()
+    parents = torch.arange(num_parents, device=device)
     parent = torch.repeat_interleave(parents, counts)  # (C,)
-    pos = torch.arange(digit.numel(), device=device) - (torch.cumsum(counts, 0) - counts)[parent]
     mean = digit.numel() / max(int(torch.count_nonzero(counts)), 1)
     size = min(_PIECE, 1 << max(math.ceil(math.log2(mean)), 0)) if mean > 0 else 1
     pieces = torch.div(counts + size - 1, size, rounding_mode="floor")  # (U,)
-    first_piece = torch.cumsum(pieces, 0) - pieces
-    flat = first_piece[parent] * size + pos  # slots of a parent's pieces are consecutive
-    piece_parent = torch.repeat_interleave(parents, pieces)  # (P,)
-    num_slots = piece_parent.numel() * size
-    slot_digit = torch.full((num_slots,), radix, dtype=torch.long, device=device)
-    slot_digit[flat] = digit
+    num_slots = int(pieces.sum()) * size
+    # dense when its matmul output (U p slots of q R_out Q_in) is smaller than the pieces'
+    # gathered slices (S slots of q R_out R_in): well-filled levels with narrow parents, e.g.
+    # level 2 of uniform ids (~130 of 140 digits per parent, Q_in = q_1 = 4)
+    dense = distinct and num_parents * radix * q_in <= num_slots * r_in
+    slot_digit = piece_parent = None
+    if dense:
+        num_slots = num_parents * radix
+        flat = parent * radix + digit
+    else:
+        pos = torch.arange(digit.numel(), device=device) - (torch.cumsum(counts, 0) - counts)[parent]
+        first_piece = torch.cumsum(pieces, 0) - pieces
+        flat = first_piece[parent] * size + pos  # slots of a parent's pieces are consecutive
+        piece_parent = torch.repeat_interleave(parents, pieces)  # (P,)
+        slot_digit = torch.full((num_slots,), radix, dtype=torch.long, device=device)
+        slot_digit[flat] = digit
     slot_child = torch.zeros(num_slots, dtype=torch.long, device=device)
     slot_child[flat] = torch.arange(digit.numel(), device=device)
-    empty = torch.nonzero(slot_digit == radix).view(-1)
-    return _Level(flat, slot_digit, slot_child, empty, piece_parent)
+    filled = torch.zeros(num_slots, dtype=torch.bool, device=device)
+    filled[flat] = True
+    empty = torch.nonzero(~filled).view(-1)
+    return _Level(flat, slot_child, empty, slot_digit, piece_parent)
 
 
-def _plan(sorted_ids: Tensor, tt_p_shapes: Sequence[int]) -> list[_Level]:
+def _plan(sorted_ids: Tensor, core_shapes: Sequence[Sequence[int]]) -> list[_Level]:
     """Tree levels of a sorted chunk: level k < d holds the distinct prefixes (i_1..i_k),
-    level d every row (duplicates included)."""
+    level d every row (duplicates included). ``core_shapes``: (R_in, p, q, R_out) per core."""
     levels = []
+    tt_p_shapes = [shape[1] for shape in core_shapes]
     suffix = math.prod(tt_p_shapes)
+    q_in = 1
     prev_first = torch.zeros(1, dtype=torch.long, device=sorted_ids.device)  # the root's row
-    for k, radix in enumerate(tt_p_shapes):
+    for k, shape in enumerate(core_shapes):
+        radix = shape[1]
         suffix //= radix
         prefix = torch.div(sorted_ids, suffix, rounding_mode="floor")  # (C,) number of i_1..i_k
-        if k < len(tt_p_shapes) - 1:
+        last = k == len(core_shapes) - 1
+        if not last:
             nodes, counts = torch.unique_consecutive(prefix, return_counts=True)
             first = torch.cumsum(counts, 0) - counts  # (U_k,) first row of each node
         else:
@@ -147,8 +169,9 @@ def _plan(sorted_ids: Tensor, tt_p_shapes: Sequence[int]) -> list[_Level]:
         # children per parent: how many level-k nodes start inside each parent's rows
         parent_of_node = torch.searchsorted(prev_first, first, right=True) - 1
         counts = torch.bincount(parent_of_node, minlength=prev_first.numel())
-        levels.append(_make_level(counts, nodes % radix, radix))
+        levels.append(_make_level(counts, nodes % radix, shape, q_in, distinct=not last))
         prev_first = first
+        q_in *= shape[2]
     return levels
 
 
@@ -187,19 +210,27 @@ class _Workspace:
 
 def _level_forward(parent: Tensor, level: _Level, ws: _Workspace) -> Tensor:
     """Children (C, R_out, Q_in q) from parents (U, R_in, Q_in)."""
-    r_in, _, q, r_out = ws.core.shape
-    q_in = parent.shape[2]
-    num_pieces = level.piece_parent.numel()
-    slots = level.slot_digit.numel()
-    slices = torch.index_select(ws.slices, 0, level.slot_digit,
-                                out=ws.take("slices", slots, q * r_out, r_in))
-    parents = torch.index_select(parent, 0, level.piece_parent,
-                                 out=ws.take("parents", num_pieces, r_in, q_in))
-    # (P, piece qR, R_in) x (P, R_in, Q_in) -> (P, piece qR, Q_in): a slot is a (q, R, Q_in) slab
-    prod = torch.bmm(slices.view(num_pieces, -1, r_in), parents,
-                     out=ws.take("prod", num_pieces, slots // num_pieces * q * r_out, q_in))
-    # one gather picks the children and moves q last: (C, R_out, Q_in, q)
-    child = torch.index_select(prod.view(-1, q, r_out, q_in).permute(0, 2, 3, 1), 0, level.flat,
+    r_in, p, q, r_out = ws.core.shape
+    num_parents, _, q_in = parent.shape
+    slots = level.slot_child.numel()
+    if level.piece_parent is None:
+        # (Q_in U, R_in) x (R_in, p q R_out) -> (Q_in, U p, q, R_out): slot (u, i) of every u
+        parents = ws.take("parents", q_in, num_parents, r_in).copy_(parent.permute(2, 0, 1))
+        prod = torch.mm(parents.view(-1, r_in), ws.core.view(r_in, -1),
+                        out=ws.take("prod", q_in * num_parents, p * q * r_out))
+        slot_view = prod.view(q_in, slots, q, r_out).permute(1, 3, 0, 2)  # (S, R_out, Q_in, q)
+    else:
+        num_pieces = level.piece_parent.numel()
+        slices = torch.index_select(ws.slices, 0, level.slot_digit,
+                                    out=ws.take("slices", slots, q * r_out, r_in))
+        parents = torch.index_select(parent, 0, level.piece_parent,
+                                     out=ws.take("parents", num_pieces, r_in, q_in))
+        # (P, piece qR, R_in) x (P, R_in, Q_in) -> (P, piece qR, Q_in): a (q, R, Q_in) slab a slot
+        prod = torch.bmm(slices.view(num_pieces, -1, r_in), parents,
+                         out=ws.take("prod", num_pieces, slots // num_pieces * q * r_out, q_in))
+        slot_view = prod.view(slots, q, r_out, q_in).permute(0, 2, 3, 1)  # (S, R_out, Q_in, q)
+    # one gather picks the children and moves q last
+    child = torch.index_select(slot_view, 0, level.flat,
                                out=ws.take("child", level.flat.numel(), r_out, q_in, q))
     return child.view(-1, r_out, q_in * q)
 
@@ -209,12 +240,25 @@ def _level_backward(parent: Tensor, level: _Level, grad_child: Tensor, need_pare
     """Given dL/d children (C, R_out, Q_in q): dL/d parents (U, R_in, Q_in) and dL/d core."""
     r_in, p, q, r_out = ws.core.shape
     num_parents, _, q_in = parent.shape
+    slots = level.slot_child.numel()
+    grad_child = grad_child.view(grad_child.shape[0], r_out, q_in, q)
+    # dL/d slot products; zeros in empty slots: a dense slot's product is computed anyway and
+    # a piece's empty slot meets the zero padding slice, where 0 * garbage could be NaN
+    if level.piece_parent is None:
+        grad_prod = torch.index_select(grad_child.permute(2, 0, 3, 1), 1, level.slot_child,
+                                       out=ws.take("grad_prod", q_in, slots, q, r_out))
+        grad_prod = grad_prod.index_fill_(1, level.empty, 0).view(q_in * num_parents, -1)
+        parents = ws.take("parents", q_in, num_parents, r_in).copy_(parent.permute(2, 0, 1))
+        # (R_in, Q_in U) x (Q_in U, p q R_out) and (Q_in U, p q R_out) x (p q R_out, R_in)
+        grad_core = torch.mm(parents.view(-1, r_in).t(), grad_prod).view(r_in, p, q, r_out)
+        if not need_parent:
+            return None, grad_core
+        grad_parents = torch.mm(grad_prod, ws.core.view(r_in, -1).t())
+        grad_parent = ws.take("grad_parent", num_parents, r_in, q_in)
+        return grad_parent.copy_(grad_parents.view(q_in, num_parents, r_in).permute(1, 2, 0)), \
+            grad_core
     num_pieces = level.piece_parent.numel()
-    slots = level.slot_digit.numel()
-    # dL/d slot products (S, q, R_out, Q_in); zeros in empty slots: they meet the zero padding
-    # slice, and 0 * garbage could be NaN
-    grad_child = grad_child.view(grad_child.shape[0], r_out, q_in, q).permute(0, 3, 1, 2)
-    grad_prod = torch.index_select(grad_child, 0, level.slot_child,
+    grad_prod = torch.index_select(grad_child.permute(0, 3, 1, 2), 0, level.slot_child,
                                    out=ws.take("grad_prod", slots, q, r_out, q_in))
     grad_prod = grad_prod.index_fill_(0, level.empty, 0).view(num_pieces, -1, q_in)
     parents = torch.index_select(parent, 0, level.piece_parent,
@@ -257,7 +301,8 @@ class TTLookupFunction(torch.autograd.Function):
         workspaces = [_Workspace(core) for core in cores]
         plans = []
         for start in range(0, indices.numel(), chunk_size):
-            plans.append(_plan(sorted_ids[start:start + chunk_size], tt_p_shapes))
+            plans.append(_plan(sorted_ids[start:start + chunk_size],
+                               [core.shape for core in cores]))
             rows = _partials(plans[-1], workspaces)[-1]  # (C, 1, D)
             out.index_copy_(0, order[start:start + chunk_size], rows.view(rows.shape[0], -1))
         # the plans (a few int64 per row) are kept; the partial products are recomputed
