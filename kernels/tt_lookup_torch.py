@@ -15,11 +15,15 @@ into *pieces* of at most ``_PIECE`` children (fewer where nodes have few childre
 ``bmm`` per level multiplies the parent's
 ``(Q_{k-1}, R_{k-1})`` matrix by the piece's ``(R_{k-1}, piece * q_k R_k)`` block. That turns
 millions of tiny per-row products into few, wider ones, and the parent matrix is read once per
-piece instead of once per row. The backward pass is the same walk in reverse (two ``bmm`` per
-level) with sums per parent and per digit done by ``scatter_add_`` on CPU (deterministic) or
-``index_put_(accumulate=True)`` elsewhere (sort-based on CUDA, hence deterministic too).
-Sorted rows are processed in chunks and nothing but the sort is kept for the backward pass
-(the tree is rebuilt per chunk), so memory stays bounded for batches of millions of ids.
+piece instead of once per row. Where the children fill most digits of their parents and the
+parents are narrow (level 2 of uniform ids), a *dense* level instead multiplies every parent by
+every digit in one matmul, with no gathered slices and no sums in its backward. The backward
+pass is the same walk in reverse (two ``bmm`` per level) with sums per parent and per digit
+done by ``scatter_add_`` on CPU (deterministic) or ``index_put_(accumulate=True)`` elsewhere
+(sort-based on CUDA, hence deterministic too). Sorted rows are processed in chunks whose
+buffers are reused from chunk to chunk, and only the sort and the chunks' plans (a few int64
+per row) are kept for the backward pass (the partial products are recomputed), so memory stays
+bounded for batches of millions of ids.
 """
 from __future__ import annotations
 
@@ -134,7 +138,8 @@ def _make_level(counts: Tensor, digit: Tensor, core_shape: Sequence[int], q_in: 
         num_slots = num_parents * radix
         flat = parent * radix + digit
     else:
-        pos = torch.arange(digit.numel(), device=device) - (torch.cumsum(counts, 0) - counts)[parent]
+        first_child = torch.cumsum(counts, 0) - counts  # (U,)
+        pos = torch.arange(digit.numel(), device=device) - first_child[parent]
         first_piece = torch.cumsum(pieces, 0) - pieces
         flat = first_piece[parent] * size + pos  # slots of a parent's pieces are consecutive
         piece_parent = torch.repeat_interleave(parents, pieces)  # (P,)
