@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+import kernels.tt_lookup_torch as ttl
 from kernels.tt_lookup_torch import tt_digits, tt_full_weight, tt_lookup_torch
 
 # (p, q, inner ranks): d = 2, 3, 4, odd D, rank 1
@@ -69,6 +70,23 @@ def test_output_and_every_core_grad_vs_dense(p, q, ranks, chunk_size, dtype):
     ref_grads = torch.autograd.grad(ref, cores, grad_out)
     for got, want in zip(grads, ref_grads):
         torch.testing.assert_close(got, want, **TOL[dtype])
+
+
+@pytest.mark.parametrize("p, q, ranks", SHAPES)
+def test_dense_levels_match_dense_oracle(p, q, ranks):
+    # every id (twice): full prefixes, so the levels above the rows take the dense matmul
+    cores = make_cores(p, q, ranks)
+    ids = torch.arange(math.prod(p)).repeat(2)
+    levels = ttl._plan(torch.sort(ids).values, [core.shape for core in cores])
+    assert levels[0].piece_parent is None and levels[-1].piece_parent is not None
+    out = tt_lookup_torch(ids, cores, p, q)
+    ref = tt_full_weight(cores)[ids]
+    torch.testing.assert_close(out, ref, **TOL[torch.float64])
+    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(3),
+                           dtype=torch.float64)
+    for got, want in zip(torch.autograd.grad(out, cores, grad_out),
+                         torch.autograd.grad(ref, cores, grad_out)):
+        torch.testing.assert_close(got, want, **TOL[torch.float64])
 
 
 @pytest.mark.parametrize("p, q, ranks", SHAPES)
