@@ -34,11 +34,13 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-# Most children of one node multiplied by a single (parent x piece) product. A level's piece
-# size is the power of two >= its mean children per node, capped here, so a node pads to at
-# most twice its children on average (uniform ids: ~17 rows per products prefix -> 16; ~1 row
-# per papers100M prefix -> 2) while wide pieces keep the bmm count low. Not tuned further.
+# Most children of one node multiplied by a single (parent x piece) product, a power of two.
+# A level takes the piece size that minimises its slots (children plus padding) plus
+# _PIECE_COST slots per piece, the bmm's overhead per matrix measured on products at rank 16
+# (uniform ids: ~17 rows per prefix -> 8, not 16 and its ~45% padding; local ids: ~65
+# rows per prefix -> 16; ~1 row per papers100M prefix -> 2).
 _PIECE = 16
+_PIECE_COST = 2
 # Sorted rows handled per chunk: bounds the per-chunk buffers (partial products of up to
 # chunk prefixes, ~chunk * Q R * 4 bytes per level) to tens of MB whatever the batch size.
 DEFAULT_CHUNK_SIZE = 1 << 14
@@ -125,9 +127,14 @@ def _make_level(counts: Tensor, digit: Tensor, core_shape: Sequence[int], q_in: 
     num_parents = counts.numel()
     parents = torch.arange(num_parents, device=device)
     parent = torch.repeat_interleave(parents, counts)  # (C,)
-    mean = digit.numel() / max(int(torch.count_nonzero(counts)), 1)
-    size = min(_PIECE, 1 << max(math.ceil(math.log2(mean)), 0)) if mean > 0 else 1
-    pieces = torch.div(counts + size - 1, size, rounding_mode="floor")  # (U,)
+    best = None
+    for size in (1 << e for e in range(_PIECE.bit_length())):  # 1, 2, 4, .., _PIECE
+        pieces = torch.div(counts + size - 1, size, rounding_mode="floor")  # (U,)
+        num_pieces = int(pieces.sum())
+        cost = num_pieces * (size + _PIECE_COST)
+        if best is None or cost < best[0]:
+            best = (cost, size, pieces)
+    _, size, pieces = best
     num_slots = int(pieces.sum()) * size
     # dense when its matmul output (U p slots of q R_out Q_in) is smaller than the pieces'
     # gathered slices (S slots of q R_out R_in): well-filled levels with narrow parents, e.g.
