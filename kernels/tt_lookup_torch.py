@@ -127,15 +127,12 @@ def _make_level(counts: Tensor, digit: Tensor, core_shape: Sequence[int], q_in: 
     num_parents = counts.numel()
     parents = torch.arange(num_parents, device=device)
     parent = torch.repeat_interleave(parents, counts)  # (C,)
-    best = None
-    for size in (1 << e for e in range(_PIECE.bit_length())):  # 1, 2, 4, .., _PIECE
-        pieces = torch.div(counts + size - 1, size, rounding_mode="floor")  # (U,)
+    options = []  # (cost, size, pieces per parent (U,), slots) per size 1, 2, 4, .., _PIECE
+    for size in (1 << e for e in range(_PIECE.bit_length())):
+        pieces = torch.div(counts + size - 1, size, rounding_mode="floor")
         num_pieces = int(pieces.sum())
-        cost = num_pieces * (size + _PIECE_COST)
-        if best is None or cost < best[0]:
-            best = (cost, size, pieces)
-    _, size, pieces = best
-    num_slots = int(pieces.sum()) * size
+        options.append((num_pieces * (size + _PIECE_COST), size, pieces, num_pieces * size))
+    _, size, pieces, num_slots = min(options, key=lambda option: option[0])
     # dense when its matmul output (U p slots of q R_out Q_in) is smaller than the pieces'
     # gathered slices (S slots of q R_out R_in): well-filled levels with narrow parents, e.g.
     # level 2 of uniform ids (~130 of 140 digits per parent, Q_in = q_1 = 4)
@@ -306,8 +303,8 @@ class TTLookupFunction(torch.autograd.Function):
     """Rows of a TT table with the hand-written backward described in the module docstring."""
 
     @staticmethod
-    def forward(ctx: Any, indices: Tensor, tt_p_shapes: tuple[int, ...],
-                tt_q_shapes: tuple[int, ...], chunk_size: int, *cores: Tensor) -> Tensor:
+    def forward(ctx: Any, indices: Tensor, tt_q_shapes: tuple[int, ...], chunk_size: int,
+                *cores: Tensor) -> Tensor:
         sorted_ids, order = torch.sort(indices, stable=True)  # (B,), (B,)
         out = cores[0].new_empty(indices.numel(), math.prod(tt_q_shapes))
         workspaces = [_Workspace(core) for core in cores]
@@ -339,7 +336,7 @@ class TTLookupFunction(torch.autograd.Function):
             for k in range(len(cores) - 1, -1, -1):
                 grad, grad_core = _level_backward(parts[k], levels[k], grad, k > 0, workspaces[k])
                 grads[k] += grad_core
-        return (None, None, None, None, *grads)
+        return (None, None, None, *grads)
 
 
 def tt_lookup_torch(indices: Tensor, cores: Sequence[Tensor], tt_p_shapes: Sequence[int],
@@ -369,5 +366,5 @@ def tt_lookup_torch(indices: Tensor, cores: Sequence[Tensor], tt_p_shapes: Seque
                              f"expected (R_in, {p}, {q}, R_out)")
     if chunk_size < 1:
         raise ValueError(f"tt_lookup_torch: chunk_size must be >= 1, got {chunk_size}")
-    return TTLookupFunction.apply(indices.reshape(-1).long(), tuple(int(p) for p in tt_p_shapes),
-                                  tuple(int(q) for q in tt_q_shapes), int(chunk_size), *cores)
+    return TTLookupFunction.apply(indices.reshape(-1).long(), tuple(int(q) for q in tt_q_shapes),
+                                  int(chunk_size), *cores)
