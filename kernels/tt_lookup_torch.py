@@ -203,7 +203,7 @@ class _Workspace:
     faults cost about as much as the arithmetic."""
 
     def __init__(self, core: Tensor) -> None:
-        self.core = core
+        self.core = core.contiguous()  # dense levels view it as (R_in, p q R_out)
         self.slices = _slices_t(core)  # (p + 1, q R_out, R_in)
         self.buffers: dict[str, Tensor] = {}
 
@@ -262,10 +262,10 @@ def _level_backward(parent: Tensor, level: _Level, grad_child: Tensor, need_pare
         grad_core = torch.mm(parents.view(-1, r_in).t(), grad_prod).view(r_in, p, q, r_out)
         if not need_parent:
             return None, grad_core
-        grad_parents = torch.mm(grad_prod, ws.core.view(r_in, -1).t())
+        grad_parents = torch.mm(grad_prod, ws.core.view(r_in, -1).t())  # (Q_in U, R_in)
         grad_parent = ws.take("grad_parent", num_parents, r_in, q_in)
-        return grad_parent.copy_(grad_parents.view(q_in, num_parents, r_in).permute(1, 2, 0)), \
-            grad_core
+        grad_parent.copy_(grad_parents.view(q_in, num_parents, r_in).permute(1, 2, 0))
+        return grad_parent, grad_core
     num_pieces = level.piece_parent.numel()
     grad_prod = torch.index_select(grad_child.permute(0, 3, 1, 2), 0, level.slot_child,
                                    out=ws.take("grad_prod", slots, q, r_out, q_in))
