@@ -173,29 +173,28 @@ def test_deterministic_is_bitwise_reproducible_and_atomic_agrees(monkeypatch, ch
         assert_close_scaled(c, rg, 1e-5)
 
 
-def test_chunk_plan_splits_long_runs():
-    keys = torch.tensor([2, 2, 2, 2, 2, 5, 7, 7])
-    plan, = ktt._chunk_plans([(keys, 8)], atomic=False)  # no run split: one chunk per slice
-    assert plan.start.tolist() == [0, 5, 6] and plan.end.tolist() == [5, 6, 8]
-    assert plan.dest.tolist() == [2, 5, 7] and plan.sum_key.numel() == 0
-    plan, = ktt._chunk_plans([(keys, 2)], atomic=False)
-    assert plan.start.tolist() == [0, 2, 4, 5, 6] and plan.end.tolist() == [2, 4, 5, 6, 8]
-    # Slice 2's three chunks go to partial rows 0, 1, 2 (coded -1, -2, -3); 5 and 7 write directly.
-    assert plan.dest.tolist() == [-1, -2, -3, 5, 7]
-    assert plan.sum_start.tolist() == [0] and plan.sum_end.tolist() == [3]
-    assert plan.sum_key.tolist() == [2] and plan.num_partial == 3
-    plan, = ktt._chunk_plans([(keys, 2)], atomic=True)  # atomics: every chunk adds into its slice
-    assert plan.dest.tolist() == [2, 2, 2, 5, 7] and plan.sum_key.numel() == 0
-    # Several plans in one call (one host sync): each equals its own; a second split run
-    # (7, now three chunks) gets the partial rows after the first's.
-    keys2 = torch.tensor([1, 3, 3, 3, 3, 3, 7, 7, 7, 7, 7])
-    one, two = ktt._chunk_plans([(keys, 8), (keys2, 2)], atomic=False)
-    assert one.dest.tolist() == [2, 5, 7] and one.num_partial == 0
-    assert two.start.tolist() == [0, 1, 3, 5, 6, 8, 10]
-    assert two.end.tolist() == [1, 3, 5, 6, 8, 10, 11]
-    assert two.dest.tolist() == [1, -1, -2, -3, -4, -5, -6]
-    assert two.sum_start.tolist() == [0, 3] and two.sum_end.tolist() == [3, 6]
-    assert two.sum_key.tolist() == [3, 7] and two.num_partial == 6
+@needs_kernels
+@pytest.mark.parametrize("chunk_rows,chunk_prefixes", [(1, 1), (3, 2), (7, 5)])
+def test_runs_across_many_chunks_match_dense(monkeypatch, chunk_rows, chunk_prefixes):
+    # Skewed ids: one hot prefix (every i3 of it, 3 times), one hot i3 (under every prefix) and
+    # a uniform tail. The hot runs cross many chunk edges, some end exactly on one, and with
+    # chunk 1 every item is a chunk: each run is a tail plus a chain of heads.
+    monkeypatch.setattr(ktt, "_CHUNK_ROWS", chunk_rows)
+    monkeypatch.setattr(ktt, "_CHUNK_PREFIXES", chunk_prefixes)
+    p, q = (3, 4, 5), (2, 3, 2)
+    cores = make_cores(p, q, 3)
+    hot_prefix = (p[1] + 2) * p[2] + torch.arange(p[2]).repeat(3)
+    hot_i3 = torch.arange(p[0] * p[1]) * p[2] + 4
+    tail = torch.randint(0, math.prod(p), (9,), generator=torch.Generator().manual_seed(6))
+    ids = torch.cat([hot_prefix, hot_i3, tail]).to(DEVICE)
+    gout = torch.randn(ids.numel(), math.prod(q), generator=torch.Generator().manual_seed(7))
+    gout = gout.to(DEVICE)
+    ref_out, ref_grads = dense_reference(ids, cores, gout)
+    for deterministic in (True, False):
+        out, grads = run_triton(ids, cores, p, q, gout, deterministic=deterministic)
+        assert_close_scaled(out, ref_out, 1e-5)
+        for g, rg in zip(grads, ref_grads):
+            assert_close_scaled(g, rg, 1e-5)
 
 
 @needs_kernels
