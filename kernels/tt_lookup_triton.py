@@ -6,9 +6,9 @@ G3[:, i3, j3, 0]`` (DESIGN.md section 1). A batch of ``B`` ids is computed in tw
 
 1. ``_tt_prefix_kernel``: one program per unique prefix ``u = (i1, i2)`` forms
    ``T12[u] = G1[i1] x G2[i2]``, a ``(q1*q2, R2)`` matrix, once for all rows sharing it.
-2. ``_tt_rows_kernel``: a block of rows per program, taken in prefix order so that they share
-   ``T12`` slices, ``out[b] = T12[inv[b]] x G3[i3[b]]`` accumulated in fp32 (fp64 for fp64
-   cores) and written in the output dtype.
+2. ``_tt_rows_kernel``: rows taken in prefix order; for the rows of one prefix ``u``,
+   ``out[b] = T12[u] x G3[i3[b]]`` for up to 16 rows at once is one small GEMM with ``T12[u]``
+   loaded once, accumulated in fp32 (fp64 for fp64 cores) and written in the output dtype.
 
 The backward never holds a per-row ``R x R`` tensor; every core gradient is a segmented
 reduction over rows (or unique prefixes) sorted by the slice they update:
@@ -30,12 +30,16 @@ the last bits) varies run to run.
 The host waits for the device once per call, in the forward: the id range and the number of
 unique prefixes are read together. The backward is launched without a sync.
 
-Products are rank-1 updates of a register tile (broadcast multiply-add; reduced across rows
-once, after the loop) instead of ``tl.dot``: any q factor and any rank (1 included, under
-``tl.dot``'s minimum of 16) compiles, and on an H100 a ``tl.dot`` version (exact fp32,
-``input_precision="ieee"``, operands padded to 16) was slower: at rank 32, D = 64, B = 1e6 the
-rows kernel took 1.18 ms against 0.83 and the dT12 kernel 1.41 ms against 0.55
-(docs/benchmarks.md). Non-power-of-2 sizes are padded to the next power of 2 and masked.
+Products: where rows share an operand (the rows kernel and dT12: one ``T12[u]`` or ``dT12[u]``
+per run) they are GEMMs by ``tl.dot`` with ``input_precision="tf32x3"`` (three tf32 tensor-core
+products: about fp32 accuracy, measured <= 1e-6 relative to the torch path); block dimensions
+are padded to ``tl.dot``'s minimum of 16 and masked. dG3, dG2 and dG1 read a different slice per
+item and use rank-1 updates of a register tile (broadcast multiply-add, summed across items
+once per run). On an H100 at rank 32, D = 64, B = 1e6 the GEMM form took the rows kernel from
+0.92 to 0.63 ms and dT12 from 0.87 to 0.65 ms, while a GEMM form of dG3 was slower (2.1 ms
+against 1.1) (docs/benchmarks.md). fp64 (gradcheck) forms the products as broadcast sums, as
+Triton 3.6 did not compile an fp64 ``tl.dot`` there. Non-power-of-2 sizes are padded to the
+next power of 2 and masked.
 
 Triton kernels run on CUDA tensors; CPU tensors need ``TRITON_INTERPRET=1`` set before triton is
 first imported: the interpreter is chosen when each ``@triton.jit`` function is decorated, and
@@ -55,15 +59,16 @@ from triton.runtime.interpreter import InterpretedFunction
 from torch import Tensor
 
 _SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float64)
-# Values of a program's accumulator tile (rows x slice): 4096 fp32 are 32 registers a thread
-# at 4 warps. The row counts of the tiles below are the largest powers of 2 that fit, capped.
+# Values of a rank-1-update accumulator tile (rows x slice): 4096 fp32 are 32 registers a
+# thread at 4 warps. Its row count is the largest power of 2 that fits, at most _MAX_TILE_ROWS.
 _TILE = 4096
-# At most, rows per program of the forward row kernel ...
-_MAX_BLOCK_ROWS = 64
-# ... and rows loaded per step by the segmented backward kernels.
-_BLOCK_SEG = 16
-# Sorted items (rows; unique prefixes) per program of a backward reduction: longer runs of one
-# gradient slice span several programs and are recombined (ordered sum, or atomics).
+_MAX_TILE_ROWS = 32
+# tl.dot's smallest block dimension, and the most rows of one prefix per GEMM of the row kernel.
+_DOT_MIN = 16
+_MAX_GEMM_ROWS = 16
+# Sorted items (rows; unique prefixes) per program of the row kernel and of the backward
+# reductions: longer runs of one slice span several programs (reductions recombine them: ordered
+# sum, or atomics).
 _CHUNK_ROWS = 256
 _CHUNK_PREFIXES = 16
 _warned_fallback: set[int] = set()
@@ -97,37 +102,62 @@ def _tt_prefix_kernel(
 
 
 @triton.jit
+def _mma(a, b, acc, PREC: tl.constexpr):
+    # acc + a @ b. fp32 by tl.dot with PREC "tf32x3" (tensor cores, about fp32 accuracy). fp64
+    # ("ieee": the gradcheck dtype) as a broadcast product summed over k: an fp64 tl.dot failed
+    # to compile under Triton 3.6 on an H100.
+    if PREC == "ieee":
+        return acc + tl.sum(a[:, :, None] * b[None, :, :], axis=1)
+    else:
+        return tl.dot(a, b, acc, input_precision=PREC)
+
+
+@triton.jit
 def _tt_rows_kernel(
-    t12_ptr, g3_ptr, perm_ptr, inv_sorted_ptr, idx_ptr, out_ptr,
-    B, P3, Q12, Q3, R2,
-    ACC_DTYPE: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_Q12: tl.constexpr,
-    BLOCK_Q3: tl.constexpr,
+    t12_ptr, g3_ptr, idx_ptr, order_ptr, keys_ptr, out_ptr,
+    n, P3, Q12, Q3, R2, D,
+    ACC_DTYPE: tl.constexpr, PREC: tl.constexpr, CHUNK: tl.constexpr, BLOCK_B: tl.constexpr,
+    BLOCK_Q12: tl.constexpr, BLOCK_R2: tl.constexpr, BLOCK_Q3: tl.constexpr,
 ):
-    # A (BLOCK_B rows) x (BLOCK_Q12 x q3 columns) tile of out, column c = j12*q3 + j3:
-    # out[b, j12, j3] = sum_s T12[inv[b], j12, s] G3[s, i3[b], j3], one rank-1 update of the
-    # (rows, j12, j3) tile per s, so each step loads BLOCK_B*(q12 + q3) values, not
-    # BLOCK_B*q12*q3. Rows are taken in prefix order (row perm[k] is the k-th), so a tile's
-    # rows mostly share one T12 slice and its loads hit the same cache lines.
-    pos = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
-    m = tl.program_id(1) * BLOCK_Q12 + tl.arange(0, BLOCK_Q12)  # m = j12
-    j = tl.arange(0, BLOCK_Q3)  # j = j3
-    mask_b = pos < B
-    mask_t = mask_b[:, None] & (m < Q12)[None, :]
-    mask_g = mask_b[:, None] & (j < Q3)[None, :]
-    rows = tl.load(perm_ptr + pos, mask=mask_b, other=0)
-    inv = tl.load(inv_sorted_ptr + pos, mask=mask_b, other=0).to(tl.int64)
-    i3 = tl.load(idx_ptr + rows, mask=mask_b, other=0) % P3
-    # T12[u, j12, s] sits at (u*q12 + j12)*R2 + s; G3[s, i3, j3, 0] at (s*p3 + i3)*q3 + j3.
-    t_off = (inv[:, None] * Q12 + m[None, :]) * R2
-    g_off = i3[:, None] * Q3 + j[None, :]
-    acc = tl.zeros((BLOCK_B, BLOCK_Q12, BLOCK_Q3), dtype=ACC_DTYPE)
-    for s in range(R2):
-        t = tl.load(t12_ptr + t_off + s, mask=mask_t, other=0.0)
-        g = tl.load(g3_ptr + s * P3 * Q3 + g_off, mask=mask_g, other=0.0).to(ACC_DTYPE)
-        acc += t[:, :, None] * g[:, None, :]
-    out = acc.to(out_ptr.dtype.element_ty)
-    out_off = (rows[:, None, None] * Q12 + m[None, :, None]) * Q3 + j[None, None, :]
-    tl.store(out_ptr + out_off, out, mask=mask_t[:, :, None] & mask_g[:, None, :])
+    # Rows in prefix order (order[k] is the k-th, keys[k] its unique-prefix index u); program
+    # c takes sorted positions [c*CHUNK, (c+1)*CHUNK) and walks its runs of one u. For BLOCK_B
+    # rows b of u at a time: out[b] viewed (q12, q3) for all of them at once is one GEMM,
+    # T12[u] (q12, R2) @ [G3[:, i3[b], :] for each b] (R2, BLOCK_B*q3), with T12[u] loaded
+    # once per run. The GEMM's column k is (row kb = k // BLOCK_Q3, digit kj = k % BLOCK_Q3).
+    chunk = tl.program_id(0)
+    lo = chunk.to(tl.int64) * CHUNK
+    hi = tl.minimum(lo + CHUNK, n)
+    m = tl.arange(0, BLOCK_Q12)  # m = j1*q2 + j2
+    s = tl.arange(0, BLOCK_R2)
+    k = tl.arange(0, BLOCK_B * BLOCK_Q3)
+    kb = k // BLOCK_Q3
+    kj = k % BLOCK_Q3
+    mask_m = m < Q12
+    mask_s = s < R2
+    pos = lo
+    while pos < hi:
+        key = tl.load(keys_ptr + pos)
+        # T12[u, m, s] sits at (u*q12 + m)*R2 + s.
+        t = tl.load(t12_ptr + (key.to(tl.int64) * Q12 + m[:, None]) * R2 + s[None, :],
+                    mask=mask_m[:, None] & mask_s[None, :], other=0.0)
+        end = pos
+        go = pos < hi
+        while go:  # BLOCK_B rows a step until the key changes or the chunk ends
+            kpos = end + kb
+            take = (kpos < hi) & (tl.load(keys_ptr + kpos, mask=kpos < hi, other=-1) == key)
+            rows = tl.load(order_ptr + kpos, mask=take, other=0)
+            i3 = tl.load(idx_ptr + rows, mask=take, other=0) % P3
+            valid = take & (kj < Q3)
+            # G3[s, i3, j3, 0] sits at (s*p3 + i3)*q3 + j3.
+            g = tl.load(g3_ptr + (s[:, None] * P3 + i3[None, :]) * Q3 + kj[None, :],
+                        mask=mask_s[:, None] & valid[None, :], other=0.0).to(ACC_DTYPE)
+            o = _mma(t, g, tl.zeros((BLOCK_Q12, BLOCK_B * BLOCK_Q3), ACC_DTYPE), PREC)
+            tl.store(out_ptr + rows[None, :] * D + m[:, None] * Q3 + kj[None, :],
+                     o.to(out_ptr.dtype.element_ty), mask=mask_m[:, None] & valid[None, :])
+            count = tl.sum((take & (kj == 0)).to(tl.int32), axis=0)
+            end += count
+            go = count == BLOCK_B
+        pos = end
 
 
 # The four core-gradient kernels are segmented reductions over n items (rows, or unique
@@ -195,44 +225,47 @@ def _segment_fixup_kernel(keys_ptr, part_ptr, out_ptr, n, SLICE, CHUNK: tl.const
 def _tt_grad_t12_kernel(
     dout_ptr, g3_ptr, idx_ptr, order_ptr, keys_ptr, dt12_ptr, part_ptr,
     n, P3, Q12, Q3, R2, D,
-    ACC_DTYPE: tl.constexpr, ATOMIC: tl.constexpr, CHUNK: tl.constexpr, BLOCK_B: tl.constexpr,
-    BLOCK_Q12: tl.constexpr, BLOCK_R2: tl.constexpr,
+    ACC_DTYPE: tl.constexpr, PREC: tl.constexpr, ATOMIC: tl.constexpr, CHUNK: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_Q12: tl.constexpr, BLOCK_R2: tl.constexpr,
+    BLOCK_Q3: tl.constexpr,
 ):
     # Rows in prefix order, keys = their unique-prefix index u. Per segment (rows b of one u):
-    # dT12[u] (q12, R2) = sum_b dout[b] viewed (q12, q3) times G3[:, i3[b], :, 0]^T (q3, R2).
+    # dT12[u] (q12, R2) = sum_b dout[b] viewed (q12, q3) @ G3[:, i3[b], :, 0]^T (q3, R2), for
+    # BLOCK_B rows at a time one GEMM over k = (row kb, digit kj), accumulated across steps.
     chunk = tl.program_id(0)
     lo = chunk.to(tl.int64) * CHUNK
     hi = tl.minimum(lo + CHUNK, n)
     m = tl.arange(0, BLOCK_Q12)
     s = tl.arange(0, BLOCK_R2)
+    k = tl.arange(0, BLOCK_B * BLOCK_Q3)
+    kb = k // BLOCK_Q3
+    kj = k % BLOCK_Q3
     mask_m = m < Q12
     mask_s = s < R2
     pos = lo
     while pos < hi:
         key = tl.load(keys_ptr + pos)
-        # Per-row rank-1 updates go to a (BLOCK_B, q12, R2) accumulator; the cross-row sum (a
-        # reduction across threads) is done once per segment.
-        acc = tl.zeros((BLOCK_B, BLOCK_Q12, BLOCK_R2), dtype=ACC_DTYPE)
+        acc = tl.zeros((BLOCK_Q12, BLOCK_R2), dtype=ACC_DTYPE)
         end = pos
         go = pos < hi
-        while go:  # BLOCK_B rows a step until the key changes or the chunk ends
-            k = end + tl.arange(0, BLOCK_B)
-            take = (k < hi) & (tl.load(keys_ptr + k, mask=k < hi, other=-1) == key)
-            rows = tl.load(order_ptr + k, mask=take, other=0)
+        while go:
+            kpos = end + kb
+            take = (kpos < hi) & (tl.load(keys_ptr + kpos, mask=kpos < hi, other=-1) == key)
+            rows = tl.load(order_ptr + kpos, mask=take, other=0)
             i3 = tl.load(idx_ptr + rows, mask=take, other=0) % P3
-            for j3 in range(Q3):
-                d = tl.load(dout_ptr + rows[:, None] * D + m[None, :] * Q3 + j3,
-                            mask=take[:, None] & mask_m[None, :], other=0.0).to(ACC_DTYPE)
-                g = tl.load(g3_ptr + (s[None, :] * P3 + i3[:, None]) * Q3 + j3,
-                            mask=take[:, None] & mask_s[None, :], other=0.0).to(ACC_DTYPE)
-                acc += d[:, :, None] * g[:, None, :]
-            count = tl.sum(take.to(tl.int32), axis=0)
+            valid = take & (kj < Q3)
+            a = tl.load(dout_ptr + rows[None, :] * D + m[:, None] * Q3 + kj[None, :],
+                        mask=mask_m[:, None] & valid[None, :], other=0.0).to(ACC_DTYPE)
+            b = tl.load(g3_ptr + (s[None, :] * P3 + i3[:, None]) * Q3 + kj[:, None],
+                        mask=valid[:, None] & mask_s[None, :], other=0.0).to(ACC_DTYPE)
+            acc = _mma(a, b, acc, PREC)
+            count = tl.sum((take & (kj == 0)).to(tl.int32), axis=0)
             end += count
             go = count == BLOCK_B
         before, after = _segment_split(keys_ptr, key, pos, end, lo, hi, n)
         _store_segment(dt12_ptr, part_ptr, key, chunk, before, after,
-                       m[:, None] * R2 + s[None, :], tl.sum(acc, axis=0),
-                       mask_m[:, None] & mask_s[None, :], Q12 * R2, ATOMIC)
+                       m[:, None] * R2 + s[None, :], acc, mask_m[:, None] & mask_s[None, :],
+                       Q12 * R2, ATOMIC)
         pos = end
 
 
@@ -379,14 +412,27 @@ def _tile_rows(per_row: int, cap: int) -> int:
     return max(1, min(cap, _TILE // per_row))
 
 
+def _dot_block(n: int) -> int:
+    """Block size of a GEMM dimension of ``n``: a power of 2, at least ``tl.dot``'s minimum."""
+    return max(_DOT_MIN, _pow2(n))
+
+
 def _sort_key(keys: Tensor, bound: int) -> Tensor:
-    """``keys`` (all < ``bound``) as int32 when they fit: a radix sort does half the passes."""
-    return keys.to(torch.int32) if bound <= 2 ** 31 else keys
+    """``keys`` (all < ``bound``) in the narrowest integer type that holds them: the radix sort
+    does one pass per byte of key."""
+    for dtype in (torch.int16, torch.int32):
+        if bound <= torch.iinfo(dtype).max:
+            return keys.to(dtype)
+    return keys
 
 
-def _acc_dtype(dtype: torch.dtype) -> tuple[torch.dtype, tl.dtype]:
-    """Accumulation dtype: fp32 for fp32/bf16 cores, fp64 for fp64 cores (gradcheck)."""
-    return (torch.float64, tl.float64) if dtype == torch.float64 else (torch.float32, tl.float32)
+def _acc_dtype(dtype: torch.dtype) -> tuple[torch.dtype, tl.dtype, str]:
+    """Accumulation dtype (fp32 for fp32/bf16 cores, fp64 for fp64 cores: gradcheck) and the
+    ``tl.dot`` precision: ``tf32x3`` (three tf32 tensor-core products, about fp32 accuracy) or
+    exact ``ieee`` for fp64."""
+    if dtype == torch.float64:
+        return torch.float64, tl.float64, "ieee"
+    return torch.float32, tl.float32, "tf32x3"
 
 
 def _segmented(kernel, lead: Sequence[Tensor], keys: Tensor, chunk: int, atomic: bool,
@@ -424,12 +470,11 @@ class TTLookupTritonFunction(torch.autograd.Function):
                 q_shapes: tuple[int, int, int], g1: Tensor, g2: Tensor, g3: Tensor) -> Tensor:
         (p1, p2, p3), (q1, q2, q3) = p_shapes, q_shapes
         r1, r2 = g2.shape[0], g2.shape[3]
-        acc_torch, acc_tl = _acc_dtype(g1.dtype)
+        acc_torch, acc_tl, precision = _acc_dtype(g1.dtype)
         batch, dim, device = indices.numel(), q1 * q2 * q3, g1.device
         out = torch.empty(batch, dim, dtype=g1.dtype, device=device)
-        # Sorting by prefix i1*p2 + i2 gives the unique prefixes, the row order of the row
-        # kernel and, kept for backward, that of the segmented dT12 reduction. 32-bit keys
-        # halve the radix sort's passes.
+        # Sorting by prefix i1*p2 + i2 gives the unique prefixes and the row order of the row
+        # kernel and, kept for backward, of the segmented dT12 reduction.
         sorted_prefix, perm = torch.sort(_sort_key(indices // p3, p1 * p2), stable=True)
         new = torch.ones(batch, dtype=torch.bool, device=device)
         new[1:] = sorted_prefix[1:] != sorted_prefix[:-1]
@@ -448,13 +493,15 @@ class TTLookupTritonFunction(torch.autograd.Function):
             _tt_prefix_kernel[(uniq.numel(),)](
                 g1, g2, uniq, t12, p2, q1, q2, r1, r2,
                 ACC_DTYPE=acc_tl, BLOCK_Q12=_pow2(q1 * q2), BLOCK_R2=_pow2(r2))
+            # Rows of one prefix per GEMM: the mean run (rows per prefix) rounded down to a
+            # power of 2, at most _MAX_GEMM_ROWS, and enough to fill tl.dot's minimum width.
             block_q3 = _pow2(q3)
-            block_q12 = min(_pow2(q1 * q2), max(_TILE // block_q3, 1))
-            block_b = _tile_rows(block_q12 * block_q3, _MAX_BLOCK_ROWS)
-            grid = (triton.cdiv(batch, block_b), triton.cdiv(q1 * q2, block_q12))
-            _tt_rows_kernel[grid](
-                t12, g3, perm, inv_sorted, indices, out, batch, p3, q1 * q2, q3, r2,
-                ACC_DTYPE=acc_tl, BLOCK_B=block_b, BLOCK_Q12=block_q12, BLOCK_Q3=block_q3)
+            mean_run = 1 << ((batch // uniq.numel()).bit_length() - 1)
+            block_b = max(min(mean_run, _MAX_GEMM_ROWS), _DOT_MIN // block_q3, 1)
+            _tt_rows_kernel[(triton.cdiv(batch, _CHUNK_ROWS),)](
+                t12, g3, indices, perm, inv_sorted, out, batch, p3, q1 * q2, q3, r2, dim,
+                ACC_DTYPE=acc_tl, PREC=precision, CHUNK=_CHUNK_ROWS, BLOCK_B=block_b,
+                BLOCK_Q12=_dot_block(q1 * q2), BLOCK_R2=_dot_block(r2), BLOCK_Q3=block_q3)
         ctx.save_for_backward(indices, g1, g2, g3, t12, perm, inv_sorted, uniq)
         ctx.deterministic = deterministic
         ctx.p_shapes, ctx.q_shapes = p_shapes, q_shapes
@@ -465,7 +512,7 @@ class TTLookupTritonFunction(torch.autograd.Function):
         indices, g1, g2, g3, t12, perm, inv_sorted, uniq = ctx.saved_tensors
         (p1, p2, p3), (q1, q2, q3) = ctx.p_shapes, ctx.q_shapes
         r1, r2 = g2.shape[0], g2.shape[3]
-        acc_torch, acc_tl = _acc_dtype(g1.dtype)
+        acc_torch, acc_tl, precision = _acc_dtype(g1.dtype)
         dout = dout.contiguous()
         batch, dim, q12 = indices.numel(), q1 * q2 * q3, q1 * q2
         atomic = not ctx.deterministic
@@ -476,26 +523,26 @@ class TTLookupTritonFunction(torch.autograd.Function):
         dg3t = torch.zeros(p3, r2 * q3, dtype=acc_torch, device=device)  # (p3, R2, q3)
         if batch:
             # Each gradient slice is reduced over the items that update it, sorted by slice:
-            # dT12 over rows by prefix (perm, keys inv_sorted), dG3 over rows by i3, dG2 over
-            # unique prefixes by i2, dG1 over unique prefixes by i1 (already in that order:
-            # prefixes are i1*p2 + i2, sorted).
-            inv = torch.empty_like(inv_sorted)
-            inv[perm] = inv_sorted  # inv[b]: unique-prefix index of row b
-            sorted_i3, order3 = torch.sort(_sort_key(indices % p3, p3), stable=True)
-            sorted_i2, order2 = torch.sort(uniq % p2, stable=True)
+            # dT12 over rows by prefix (perm, keys inv_sorted: launched first, as it needs no
+            # new sort), dG3 over rows by i3, dG2 over unique prefixes by i2, dG1 over unique
+            # prefixes by i1 (already in that order: prefixes are i1*p2 + i2, sorted).
             # Every unique prefix has a row, so every dT12 slice is written (atomics add into
             # it: zeros then).
             dt12 = (torch.zeros if atomic else torch.empty)(uniq.numel(), q12 * r2,
                                                             dtype=acc_torch, device=device)
-            block_q12, block_r1, block_r2 = _pow2(q12), _pow2(r1), _pow2(r2)
+            block_q3, block_r1, block_r2 = _pow2(q3), _pow2(r1), _pow2(r2)
             _segmented(_tt_grad_t12_kernel, (dout, g3, indices, perm), inv_sorted, _CHUNK_ROWS,
-                       atomic, dt12, (p3, q12, q3, r2, dim), ACC_DTYPE=acc_tl,
-                       BLOCK_B=_tile_rows(block_q12 * block_r2, _BLOCK_SEG),
-                       BLOCK_Q12=block_q12, BLOCK_R2=block_r2)
+                       atomic, dt12, (p3, q12, q3, r2, dim), ACC_DTYPE=acc_tl, PREC=precision,
+                       BLOCK_B=max(_DOT_MIN // block_q3, 1), BLOCK_Q12=_dot_block(q12),
+                       BLOCK_R2=_dot_block(r2), BLOCK_Q3=block_q3)
+            inv = torch.empty_like(inv_sorted)
+            inv[perm] = inv_sorted  # inv[b]: unique-prefix index of row b
+            sorted_i3, order3 = torch.sort(_sort_key(indices % p3, p3), stable=True)
             _segmented(_tt_grad_core3_kernel, (dout, t12, inv, order3), sorted_i3, _CHUNK_ROWS,
                        atomic, dg3t, (q12, q3, r2, dim), ACC_DTYPE=acc_tl,
-                       BLOCK_B=_tile_rows(block_r2 * _pow2(q3), _BLOCK_SEG),
-                       BLOCK_R2=block_r2, BLOCK_Q3=_pow2(q3))
+                       BLOCK_B=_tile_rows(block_r2 * block_q3, _MAX_TILE_ROWS),
+                       BLOCK_R2=block_r2, BLOCK_Q3=block_q3)
+            sorted_i2, order2 = torch.sort(uniq % p2, stable=True)
             _segmented(_tt_grad_core2_kernel, (dt12, g1, uniq, order2), sorted_i2,
                        _CHUNK_PREFIXES, atomic, dg2t, (p2, q1, q2, r1, r2), ACC_DTYPE=acc_tl,
                        BLOCK_R1=block_r1, BLOCK_C=_pow2(q2 * r2))
@@ -565,7 +612,8 @@ def tt_lookup_triton(indices: Tensor, cores: Sequence[Tensor], tt_p_shapes: Sequ
         indices (torch.Tensor): row ids, int64 or int32, in ``[0, prod(tt_p_shapes))``.
         cores (Sequence[torch.Tensor]): core ``k`` shaped ``(R_{k-1}, p_k, q_k, R_k)`` with
             ``R_0 = R_d = 1``; float32, bfloat16 or float64 (accumulation is fp32, fp64 for
-            float64), all on one device. The output has their dtype.
+            float64; float64 is for gradcheck, not speed), all on one device. The output has
+            their dtype.
         tt_p_shapes (Sequence[int]): row factors ``p``; row ``i = (i1*p2 + i2)*p3 + i3``.
         tt_q_shapes (Sequence[int]): column factors ``q``; column ``j = (j1*q2 + j2)*q3 + j3``.
         deterministic (bool, optional): if ``False``, the backward splits long segments over

@@ -179,5 +179,8 @@ def test_cuda_training_learns_like_the_cpu_run(tmp_path, model, emb):
     gpu = run(small(tmp_path, "gpu", device="cuda", **cfg))
     cpu = run(small(tmp_path, "cpu", **cfg))
     assert gpu["test_acc"]["mean"] > 0.5  # the majority class is ~0.33
-    assert abs(gpu["test_acc"]["mean"] - cpu["test_acc"]["mean"]) < 0.12  # seeds differ ~0.05
+    # A broken GPU path learns worse; the CPU run is the bar it must reach, less the spread of
+    # two 6-epoch runs on different RNG streams (still steep: ~0.07 a epoch). One-sided: on an
+    # H100 a correct GPU run once finished 0.12 *above* its CPU twin (0.74 vs 0.62).
+    assert gpu["test_acc"]["mean"] >= cpu["test_acc"]["mean"] - 0.12
     assert gpu["peak_memory_bytes"] > 0
