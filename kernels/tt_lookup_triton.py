@@ -113,6 +113,18 @@ def _mma(a, b, acc, PREC: tl.constexpr):
 
 
 @triton.jit
+def _run_rows(keys_ptr, order_ptr, idx_ptr, key, end, hi, kb, kj, P3):
+    # The GEMM columns k of the next step of a run: sorted position end + kb[k] while it is in
+    # the chunk and in the run of key (take), its row id and its digit i3, and how many rows
+    # that is (each row has one column with kj == 0).
+    kpos = end + kb
+    take = (kpos < hi) & (tl.load(keys_ptr + kpos, mask=kpos < hi, other=-1) == key)
+    rows = tl.load(order_ptr + kpos, mask=take, other=0)
+    i3 = tl.load(idx_ptr + rows, mask=take, other=0) % P3
+    return take, rows, i3, tl.sum((take & (kj == 0)).to(tl.int32), axis=0)
+
+
+@triton.jit
 def _tt_rows_kernel(
     t12_ptr, g3_ptr, idx_ptr, order_ptr, keys_ptr, out_ptr,
     n, P3, Q12, Q3, R2, D,
@@ -143,10 +155,8 @@ def _tt_rows_kernel(
         end = pos
         go = pos < hi
         while go:  # BLOCK_B rows a step until the key changes or the chunk ends
-            kpos = end + kb
-            take = (kpos < hi) & (tl.load(keys_ptr + kpos, mask=kpos < hi, other=-1) == key)
-            rows = tl.load(order_ptr + kpos, mask=take, other=0)
-            i3 = tl.load(idx_ptr + rows, mask=take, other=0) % P3
+            take, rows, i3, count = _run_rows(keys_ptr, order_ptr, idx_ptr, key, end, hi, kb, kj,
+                                              P3)
             valid = take & (kj < Q3)
             # G3[s, i3, j3, 0] sits at (s*p3 + i3)*q3 + j3.
             g = tl.load(g3_ptr + (s[:, None] * P3 + i3[None, :]) * Q3 + kj[None, :],
@@ -154,7 +164,6 @@ def _tt_rows_kernel(
             o = _mma(t, g, tl.zeros((BLOCK_Q12, BLOCK_B * BLOCK_Q3), ACC_DTYPE), PREC)
             tl.store(out_ptr + rows[None, :] * D + m[:, None] * Q3 + kj[None, :],
                      o.to(out_ptr.dtype.element_ty), mask=mask_m[:, None] & valid[None, :])
-            count = tl.sum((take & (kj == 0)).to(tl.int32), axis=0)
             end += count
             go = count == BLOCK_B
         pos = end
@@ -249,17 +258,14 @@ def _tt_grad_t12_kernel(
         end = pos
         go = pos < hi
         while go:
-            kpos = end + kb
-            take = (kpos < hi) & (tl.load(keys_ptr + kpos, mask=kpos < hi, other=-1) == key)
-            rows = tl.load(order_ptr + kpos, mask=take, other=0)
-            i3 = tl.load(idx_ptr + rows, mask=take, other=0) % P3
+            take, rows, i3, count = _run_rows(keys_ptr, order_ptr, idx_ptr, key, end, hi, kb, kj,
+                                              P3)
             valid = take & (kj < Q3)
             a = tl.load(dout_ptr + rows[None, :] * D + m[:, None] * Q3 + kj[None, :],
                         mask=mask_m[:, None] & valid[None, :], other=0.0).to(ACC_DTYPE)
             b = tl.load(g3_ptr + (s[None, :] * P3 + i3[:, None]) * Q3 + kj[:, None],
                         mask=valid[:, None] & mask_s[None, :], other=0.0).to(ACC_DTYPE)
             acc = _mma(a, b, acc, PREC)
-            count = tl.sum((take & (kj == 0)).to(tl.int32), axis=0)
             end += count
             go = count == BLOCK_B
         before, after = _segment_split(keys_ptr, key, pos, end, lo, hi, n)
