@@ -622,9 +622,10 @@ def tt_lookup_triton(indices: Tensor, cores: Sequence[Tensor], tt_p_shapes: Sequ
             their dtype.
         tt_p_shapes (Sequence[int]): row factors ``p``; row ``i = (i1*p2 + i2)*p3 + i3``.
         tt_q_shapes (Sequence[int]): column factors ``q``; column ``j = (j1*q2 + j2)*q3 + j3``.
-        deterministic (bool, optional): if ``False``, the backward splits long segments over
-            several programs combined with atomic adds: faster on skewed ids but not bitwise
-            reproducible. (default: ``True``)
+        deterministic (bool, optional): if ``False``, the partial sums of runs that span
+            several backward programs are combined with atomic adds instead of an ordered
+            second pass: one launch less per reduction, but not bitwise reproducible.
+            (default: ``True``)
 
     Shapes:
         - **indices:** ``[B]``
