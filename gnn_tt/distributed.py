@@ -5,6 +5,7 @@ NCCL on CUDA, gloo on CPU. Nothing here picks a port: torchrun (or the caller) p
 """
 from __future__ import annotations
 
+import gc
 import os
 
 import torch
@@ -130,4 +131,9 @@ def cleanup(owned: bool) -> None:
     """Destroy the default group if this process created it (``owned`` from
     :func:`init_from_env`); a group created by the caller is left alone."""
     if owned and is_initialized():
+        # DDP wrappers no longer referenced but kept alive by reference cycles are freed first,
+        # while the default group still holds its process group: freed after it, a DDP reducer
+        # runs the gloo group's destructor with the GIL held, which joins gloo threads that
+        # may need the GIL (a deadlock seen at worker exit; pytorch issue 56297).
+        gc.collect()
         dist.destroy_process_group()

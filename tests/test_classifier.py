@@ -1,12 +1,14 @@
+import gc
+
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from gnn_tt.data.sampler import MiniBatch
 from gnn_tt.models import GAT, GraphSAGE, NodeClassifier, build_node_input, wrap_ddp
 from oracle_blocks import full_blocks, tiny_graph
+from two_process import spawn
 
 P_SHAPES, Q_SHAPES = [2, 3, 2], [3, 2, 1]  # 12 TT rows for the 10 nodes, D = 6
 LABELS = torch.arange(10) % 3
@@ -107,11 +109,16 @@ def _ddp_worker(rank: int, init_file: str, out_dir: str) -> None:
                                              LABELS[RANK_SEEDS[rank]]))
         result[kind] = {k: v.detach().clone() for k, v in model.named_parameters()}
     torch.save(result, f"{out_dir}/{rank}.pt")
+    # The DDP wrapper goes first, while the group still holds its gloo process group: freed
+    # after destroy_process_group, its reducer would run the group's destructor with the GIL
+    # held and could deadlock with a gloo thread that needs the GIL (this test once hung so).
+    ddp = model = None  # noqa: F841
+    gc.collect()
     dist.destroy_process_group()
 
 
 def test_wrap_ddp_two_processes_equal_single_process_step(tmp_path):
-    mp.spawn(_ddp_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    spawn(_ddp_worker, (str(tmp_path / "init"), str(tmp_path)))
     r0, r1 = (torch.load(tmp_path / f"{r}.pt") for r in (0, 1))
     for kind in ("tt", "full"):
         # Replicas identical, and equal to one process stepping on the mean of the ranks'

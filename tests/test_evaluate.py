@@ -64,6 +64,8 @@ def test_two_ranks_sum_counts_not_ratios():
     results = sorted(queue.get(timeout=60) for _ in procs)
     for p in procs:
         p.join(timeout=30)
+        if p.is_alive():  # a hang: kill it, or it would hold up the interpreter's exit
+            p.kill()
         assert p.exitcode == 0
     for rank, acc, gathered in results:
         assert acc == 3 / 8

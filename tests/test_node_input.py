@@ -3,10 +3,10 @@ import math
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from gnn_tt.models import (FeatureInput, FullNodeEmbedding, TTNodeEmbedding,
                            build_node_input)
+from two_process import spawn
 
 P_SHAPES, Q_SHAPES = [2, 3, 2], [3, 2, 1]  # 12 rows, D = 6
 
@@ -143,7 +143,7 @@ def _sync_worker(rank: int, init_file: str, out_dir: str) -> None:
 
 
 def test_full_embedding_sync_gradients_two_processes(tmp_path):
-    mp.spawn(_sync_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    spawn(_sync_worker, (str(tmp_path / "init"), str(tmp_path)))
     r0, r1 = (torch.load(tmp_path / f"{r}.pt") for r in (0, 1))
     assert torch.equal(r0["initial"], r1["initial"])
     assert not torch.equal(r0["local"], r1["local"])
