@@ -33,7 +33,8 @@ def _config(args: argparse.Namespace, emb: str):
     from gnn_tt.config import TrainConfig
 
     return TrainConfig(dataset=args.dataset, model="sage", emb=emb,
-                       emb_dim=math.prod(args.tt_q_shapes), tt_rank=16, tt_q_shapes=args.tt_q_shapes, tt_p_shapes=args.tt_p_shapes,
+                       emb_dim=math.prod(args.tt_q_shapes), tt_rank=16,
+                       tt_q_shapes=args.tt_q_shapes, tt_p_shapes=args.tt_p_shapes,
                        partition=args.partition, num_layers=3, hidden=256, dropout=0.5,
                        fanouts=(15, 10, 5), batch_size=1000, epochs=1, device=args.device,
                        cache_dir=args.cache_dir, output=f"{args.workdir}/{emb}")
