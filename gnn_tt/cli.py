@@ -11,9 +11,9 @@ from typing import Sequence
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("gnn_tt.train", "train GAT/GraphSAGE with TT (or full-table) node embeddings"),
-    "sweep": ("gnn_tt.sweep", "grid of TT ranks x partition counts, cached and resumable"),
-    "report": ("gnn_tt.report", "tables and plots from finished runs and sweeps"),
+    "train": ("gnn_tt.training.train", "train GAT/GraphSAGE with TT (or full-table) node embeddings"),
+    "sweep": ("gnn_tt.experiments.sweep", "grid of TT ranks x partition counts, cached and resumable"),
+    "report": ("gnn_tt.experiments.report", "tables and plots from finished runs and sweeps"),
     "partition": ("partition.cli", "compute and cache a partition-aware row assignment"),
     "bench": ("gnn_tt.bench", "benchmarks: embedding | kernels | sampler | partition | train"),
 }

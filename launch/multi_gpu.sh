@@ -15,4 +15,4 @@ if [[ "$nproc" -lt 1 ]]; then
   exit 2
 fi
 exec torchrun --standalone --nproc-per-node "$nproc" --max-restarts "${MAX_RESTARTS:-3}" \
-  -m gnn_tt.train --config "$config" "$@"
+  -m gnn_tt train --config "$config" "$@"

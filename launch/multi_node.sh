@@ -20,4 +20,4 @@ if [[ "$nproc" -lt 1 ]]; then
 fi
 exec torchrun --nnodes "$NNODES" --node-rank "$NODE_RANK" --nproc-per-node "$nproc" \
   --master-addr "$MASTER_ADDR" --master-port "$MASTER_PORT" --max-restarts "${MAX_RESTARTS:-3}" \
-  -m gnn_tt.train --config "$config" "$@"
+  -m gnn_tt train --config "$config" "$@"

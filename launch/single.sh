@@ -7,4 +7,4 @@ if [[ $# -lt 1 || ! -f "$1" ]]; then
   exit 2
 fi
 config="$1"; shift
-exec python -m gnn_tt.train --config "$config" "$@"
+exec python -m gnn_tt train --config "$config" "$@"

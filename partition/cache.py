@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from gnn_tt.data.graph import CSRGraph
-from gnn_tt.io import atomic_torch_save, tensor_digest
+from gnn_tt.common.io import atomic_torch_save, tensor_digest
 
 # Bump when the algorithm changes what it returns for the same inputs: old files miss.
 CACHE_VERSION = 1

@@ -8,8 +8,8 @@ import os
 import sys
 from typing import Any, Sequence
 
-from gnn_tt.bench.table import format_table
-from gnn_tt.io import atomic_write_json
+from gnn_tt.common.table import format_table
+from gnn_tt.common.io import atomic_write_json
 from partition.assign import METHODS, RowAssignment, assign_rows
 
 

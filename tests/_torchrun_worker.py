@@ -6,9 +6,9 @@ import sys
 
 import torch
 
-from gnn_tt import distributed as dist
-from gnn_tt.config import parse_config
-from gnn_tt.train import Trainer, resolve_device
+from gnn_tt.common import distributed as dist
+from gnn_tt.training.config import parse_config
+from gnn_tt.training.train import Trainer, resolve_device
 
 if __name__ == "__main__":
     config = parse_config(sys.argv[1:])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from gnn_tt.data.graph import CSRGraph
-from gnn_tt.data.sampler import Block
+from gnn_tt.sampling.sampler import Block
 
 
 def full_blocks(graph: CSRGraph, seeds: list[int],

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from gnn_tt.checkpoint import (CheckpointError, load_checkpoint, rng_state, save_checkpoint,
+from gnn_tt.training.checkpoint import (CheckpointError, load_checkpoint, rng_state, save_checkpoint,
                                set_rng_state)
-from gnn_tt.config import TrainConfig
+from gnn_tt.training.config import TrainConfig
 
 
 def _draws() -> tuple:

@@ -5,8 +5,9 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from gnn_tt.data.sampler import MiniBatch
-from gnn_tt.models import GAT, GraphSAGE, NodeClassifier, build_node_input, wrap_ddp
+from gnn_tt.sampling.sampler import MiniBatch
+from gnn_tt.embedding import build_node_input
+from gnn_tt.models import GAT, GraphSAGE, NodeClassifier, wrap_ddp
 from oracle_blocks import full_blocks, tiny_graph
 from two_process import spawn
 

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from gnn_tt.config import (RUNTIME_FIELDS, TrainConfig, add_config_args, config_from_args,
+from gnn_tt.training.config import (RUNTIME_FIELDS, TrainConfig, add_config_args, config_from_args,
                            field_names, load_yaml, parse_config)
 
 

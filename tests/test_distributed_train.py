@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from gnn_tt.config import TrainConfig
-from gnn_tt.evaluate import evaluate_sampled
-from gnn_tt.train import FAIL_ENV, Trainer, build_model
+from gnn_tt.training.config import TrainConfig
+from gnn_tt.training.evaluate import evaluate_sampled
+from gnn_tt.training.train import FAIL_ENV, Trainer, build_model
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("_torchrun_worker.py")

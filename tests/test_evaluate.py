@@ -5,8 +5,8 @@ import torch
 import torch.distributed
 import torch.multiprocessing as mp
 
-from gnn_tt import distributed as dist
-from gnn_tt.evaluate import evaluate_full, split_accuracy
+from gnn_tt.common import distributed as dist
+from gnn_tt.training.evaluate import evaluate_full, split_accuracy
 
 
 def test_split_accuracy_single_process_matches_a_loop():

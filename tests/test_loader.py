@@ -3,8 +3,9 @@ import threading
 import pytest
 import torch
 
-from gnn_tt.data import CSRGraph, NeighborLoader
-from gnn_tt.data.loader import batch_bounds, num_batches, rank_share
+from gnn_tt.data import CSRGraph
+from gnn_tt.sampling import NeighborLoader
+from gnn_tt.sampling.loader import batch_bounds, num_batches, rank_share
 
 
 def random_graph(num_nodes: int = 80, num_edges: int = 500) -> CSRGraph:

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gnn_tt.data.sampler import NeighborSampler
+from gnn_tt.sampling.sampler import NeighborSampler
 from gnn_tt.models import GAT, GraphSAGE, full_neighbour_block
 from oracle_blocks import full_blocks, tiny_graph
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from gnn_tt.models import (FeatureInput, FullNodeEmbedding, TTNodeEmbedding,
+from gnn_tt.embedding import (FeatureInput, FullNodeEmbedding, TTNodeEmbedding,
                            build_node_input)
 from two_process import spawn
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from gnn_tt.report import (leaderboard, load_dir, main, make_record, parts_of, plot_sweep,
+from gnn_tt.experiments.report import (leaderboard, load_dir, main, make_record, parts_of, plot_sweep,
                            run_rows, sweep_table, unique_records, write_csv)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -5,7 +5,8 @@ import pytest
 import torch
 from scipy import stats
 
-from gnn_tt.data import Block, CSRGraph, MiniBatch, NeighborSampler
+from gnn_tt.data import CSRGraph
+from gnn_tt.sampling import Block, MiniBatch, NeighborSampler
 
 
 def random_graph(num_nodes: int = 60, num_edges: int = 400, seed: int = 0) -> CSRGraph:

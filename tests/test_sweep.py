@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from gnn_tt.config import TrainConfig
-from gnn_tt.io import atomic_write_json
-from gnn_tt.sweep import (SweepConfig, balanced_factors, build_cells, hierarchical_p_shapes,
+from gnn_tt.training.config import TrainConfig
+from gnn_tt.common.io import atomic_write_json
+from gnn_tt.experiments.sweep import (SweepConfig, balanced_factors, build_cells, hierarchical_p_shapes,
                           main, parse_int_list, run_sweep)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -20,7 +20,7 @@ CPU = torch.device("cpu")
 
 
 class FakeRunner:
-    """Stands in for gnn_tt.train.run in the bookkeeping tests: writes config.json and
+    """Stands in for gnn_tt.training.train.run in the bookkeeping tests: writes config.json and
     summary.json like the real job, with accuracies computed from the cell's config."""
 
     def __init__(self, fail_on: str | None = None):
@@ -236,7 +236,7 @@ def test_ranks_agree_on_a_failure_on_one_rank(tmp_path):
 
 def test_real_training_sweep_end_to_end(tmp_path, monkeypatch, capsys):
     """The CLI on the real training job: a tiny synthetic graph, hierarchical, 2 x 2 + full."""
-    import gnn_tt.train
+    import gnn_tt.training.train
 
     out = tmp_path / "real"
     argv = ["--dataset", "synthetic:nodes=600,degree=8,classes=4,seed=0", "--model", "sage",
@@ -265,7 +265,7 @@ def test_real_training_sweep_end_to_end(tmp_path, monkeypatch, capsys):
     assert "| TT rank 4 |" in capsys.readouterr().out  # the table is printed
     # Resuming: every cell is cached, the training job is not called again.
     calls = []
-    monkeypatch.setattr(gnn_tt.train, "run", lambda config: calls.append(config))
+    monkeypatch.setattr(gnn_tt.training.train, "run", lambda config: calls.append(config))
     assert main(argv) == 0 and calls == []
     data = json.loads((out / "sweep.json").read_text())
     assert {c["status"] for c in data["cells"]} == {"cached"}

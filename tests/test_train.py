@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from gnn_tt.checkpoint import CHECKPOINT_NAME, CheckpointError
-from gnn_tt.config import TrainConfig
-from gnn_tt.train import FAIL_ENV, main, run
+from gnn_tt.training.checkpoint import CHECKPOINT_NAME, CheckpointError
+from gnn_tt.training.config import TrainConfig
+from gnn_tt.training.train import FAIL_ENV, main, run
 
 # A small products-like graph where structure predicts labels: 8 classes of Zipf sizes (the
 # majority class is ~1/3 of the nodes), 240 training nodes.
@@ -74,7 +74,7 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path):
     whole = run(small(tmp_path, "whole", epochs=2, runs=2))
     # The first attempt dies (os._exit) right after epoch 0 of run 0 was checkpointed: the
     # resumed job restores model, optimizers and RNG states mid-run, then does run 1.
-    args = [sys.executable, "-m", "gnn_tt.train"]
+    args = [sys.executable, "-m", "gnn_tt.training.train"]
     for k, v in cfg.to_dict().items():
         if isinstance(v, bool):
             args.append(f"--{'' if v else 'no-'}{k.replace('_', '-')}")
@@ -93,7 +93,7 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    import gnn_tt.train as train
+    import gnn_tt.training.train as train
 
     cfg = small(tmp_path, "nan", epochs=3)
     calls = {"n": 0}

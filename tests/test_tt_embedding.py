@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-import gnn_tt.tt_embedding as tt_embedding_module
+import gnn_tt.embedding.tt_embedding as tt_embedding_module
 from gnn_tt import TTEmbedding
 from kernels.tt_lookup_torch import tt_full_weight
 

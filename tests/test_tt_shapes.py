@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from gnn_tt.tt_shapes import check_tt_shapes, normalize_tt_ranks, suggest_tt_shapes
+from gnn_tt.embedding.tt_shapes import check_tt_shapes, normalize_tt_ranks, suggest_tt_shapes
 
 
 @pytest.mark.parametrize("n, d", [(2_449_029, 3), (111_059_956, 3), (169_343, 2), (1000, 4),

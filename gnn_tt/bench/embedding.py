@@ -42,9 +42,9 @@ import psutil
 import torch
 from tqdm import tqdm
 
-from gnn_tt.bench.table import report
-from gnn_tt.memory import current_rss_bytes, peak_rss_bytes
-from gnn_tt.tt_embedding import TTEmbedding
+from gnn_tt.bench.output import report
+from gnn_tt.common.memory import current_rss_bytes, peak_rss_bytes
+from gnn_tt.embedding.tt_embedding import TTEmbedding
 
 PRODUCTS = dict(num_embeddings=2_449_029, embedding_dim=100, tt_p_shapes=[125, 140, 140],
                 tt_q_shapes=[4, 5, 5])

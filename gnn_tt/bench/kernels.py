@@ -38,7 +38,7 @@ from typing import Callable, Sequence
 import torch
 from tqdm import tqdm
 
-from gnn_tt.bench.table import report
+from gnn_tt.bench.output import report
 from kernels.tt_lookup_torch import tt_lookup_torch
 
 

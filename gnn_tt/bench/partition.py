@@ -21,8 +21,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from gnn_tt.bench.table import report
-from gnn_tt.tt_shapes import suggest_tt_shapes
+from gnn_tt.bench.output import report
+from gnn_tt.embedding.tt_shapes import suggest_tt_shapes
 
 # Named sizes: node count and row factors (products: the reference's p).
 PRODUCTS_NODES = 2_449_029
@@ -64,8 +64,8 @@ def _partition(tt_p_shapes: Sequence[int], seed: int, out: Path) -> None:
     import torch
 
     from gnn_tt.data.graph import CSRGraph
-    from gnn_tt.io import atomic_write_json
-    from gnn_tt.memory import peak_rss_bytes
+    from gnn_tt.common.io import atomic_write_json
+    from gnn_tt.common.memory import peak_rss_bytes
     from partition import assign_rows
 
     rowptr = torch.from_numpy(np.load(out / "rowptr.npy"))

@@ -25,11 +25,11 @@ from typing import Any, Sequence
 import torch
 from tqdm import tqdm
 
-from gnn_tt.bench.table import report
+from gnn_tt.bench.output import report
 from gnn_tt.data.graph import CSRGraph
-from gnn_tt.data.loader import NeighborLoader
-from gnn_tt.io import atomic_torch_save
-from gnn_tt.memory import current_rss_bytes, peak_memory_bytes
+from gnn_tt.sampling.loader import NeighborLoader
+from gnn_tt.common.io import atomic_torch_save
+from gnn_tt.common.memory import current_rss_bytes, peak_memory_bytes
 
 TARGET_SECONDS = 14.0  # DGL 2.1 on the 2-core machine, products-sized graph
 OGBN_PRODUCTS_TRAIN = 196_615

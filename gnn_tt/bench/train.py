@@ -24,13 +24,13 @@ from typing import Any, Sequence
 
 import torch
 
-from gnn_tt.bench.table import report
+from gnn_tt.bench.output import report
 
 VARIANTS = ("tt", "full")
 
 
 def _config(args: argparse.Namespace, emb: str):
-    from gnn_tt.config import TrainConfig
+    from gnn_tt.training.config import TrainConfig
 
     return TrainConfig(dataset=args.dataset, model="sage", emb=emb,
                        emb_dim=math.prod(args.tt_q_shapes), tt_rank=16,
@@ -42,8 +42,8 @@ def _config(args: argparse.Namespace, emb: str):
 
 def worker(args: argparse.Namespace) -> dict[str, Any]:
     """Time one epoch (or ``max_batches`` batches) of one variant in this process."""
-    from gnn_tt.memory import current_rss_bytes, peak_memory_bytes
-    from gnn_tt.train import Trainer, resolve_device
+    from gnn_tt.common.memory import current_rss_bytes, peak_memory_bytes
+    from gnn_tt.training.train import Trainer, resolve_device
 
     config = _config(args, args.worker)
     device = resolve_device(config.device)

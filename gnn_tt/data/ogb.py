@@ -30,7 +30,7 @@ import torch
 
 from gnn_tt.data.dataset import GraphDataset
 from gnn_tt.data.graph import CSRGraph
-from gnn_tt.io import atomic_write_text
+from gnn_tt.common.io import atomic_write_text
 
 # Seconds to wait for the OGB server before declaring the machine offline.
 _CONNECT_TIMEOUT = 15.0

@@ -11,8 +11,8 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from ..data.graph import CSRGraph
-from ..data.sampler import Block
+from gnn_tt.data.graph import CSRGraph
+from gnn_tt.sampling.sampler import Block
 
 
 def full_neighbour_block(graph: CSRGraph, start: int, end: int) -> tuple[Tensor, Tensor]:

@@ -9,10 +9,10 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from ..data.graph import CSRGraph
-from ..data.sampler import MiniBatch
+from gnn_tt.data.graph import CSRGraph
+from gnn_tt.sampling.sampler import MiniBatch
 from .block_gnn import BlockGNN
-from .node_input import NodeInput
+from gnn_tt.embedding.node_input import NodeInput
 
 
 class NodeClassifier(nn.Module):

@@ -7,7 +7,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from gnn_tt.tt_shapes import check_tt_shapes, normalize_tt_ranks, suggest_tt_shapes
+from gnn_tt.embedding.tt_shapes import check_tt_shapes, normalize_tt_ranks, suggest_tt_shapes
 from kernels.tt_lookup_torch import tt_full_weight, tt_lookup_torch
 
 # full_weight() refuses tables above this many entries (1 GiB in float32).

@@ -7,21 +7,14 @@ which must agree with the sums.
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
 
-from gnn_tt import distributed as dist
+from gnn_tt.common import distributed as dist
+from gnn_tt.common.precision import autocast
 from gnn_tt.data.graph import CSRGraph
-
-
-def autocast(device: torch.device, amp: bool):
-    """bf16 autocast on CUDA when ``amp`` is set; a no-op context elsewhere."""
-    if amp and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return nullcontext()
 
 
 def split_accuracy(y_pred: Tensor, y_true: Tensor, ogb_name: str | None = None) -> float:
@@ -81,7 +74,7 @@ def evaluate_sampled(model: torch.nn.Module, graph: CSRGraph, y: Tensor,
     Returns:
         dict: ``{name: accuracy}`` for every split, identical on every rank.
     """
-    from gnn_tt.data import NeighborLoader
+    from gnn_tt.sampling import NeighborLoader
 
     was_training = model.training
     model.eval()

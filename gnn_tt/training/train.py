@@ -1,7 +1,7 @@
 """``gnn-tt train``: mini-batch GAT/GraphSAGE training with TT (or full-table) node embeddings.
 
-One entry point for ``python -m gnn_tt.train`` and ``torchrun --nproc-per-node N -m
-gnn_tt.train``: under torchrun (``RANK`` set) it joins the process group, each rank trains on
+One entry point for ``python -m gnn_tt.training.train`` and ``torchrun --nproc-per-node N -m
+gnn_tt.training.train``: under torchrun (``RANK`` set) it joins the process group, each rank trains on
 its share of the training seeds, DDP all-reduces the GNN and TT-core gradients (the host-resident
 full table syncs its sparse gradient itself), rank 0 alone prints, logs and writes files.
 
@@ -28,15 +28,20 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from gnn_tt import distributed as dist
-from gnn_tt.checkpoint import (CHECKPOINT_NAME, CheckpointError, load_checkpoint, rng_state,
+from gnn_tt.common import distributed as dist
+from gnn_tt.training.checkpoint import (CHECKPOINT_NAME, CheckpointError, load_checkpoint, rng_state,
                                save_checkpoint, set_rng_state)
-from gnn_tt.config import TrainConfig, parse_config
-from gnn_tt.data import GraphDataset, NeighborLoader, load_dataset
-from gnn_tt.evaluate import autocast, evaluate_full, evaluate_sampled
-from gnn_tt.io import atomic_write_json, atomic_write_text, tensor_digest
-from gnn_tt.memory import peak_memory_bytes
-from gnn_tt.models import GAT, GraphSAGE, NodeClassifier, build_node_input, wrap_ddp
+from gnn_tt.training.config import TrainConfig, parse_config
+from gnn_tt.data import GraphDataset, load_dataset
+from gnn_tt.common.precision import autocast
+from gnn_tt.training.evaluate import evaluate_full, evaluate_sampled
+from gnn_tt.common.io import atomic_write_json, atomic_write_text, tensor_digest
+from gnn_tt.common.memory import peak_memory_bytes
+from gnn_tt.common.table import format_table
+from gnn_tt.embedding import build_node_input
+from gnn_tt.models import GAT, GraphSAGE, NodeClassifier, wrap_ddp
+from gnn_tt.sampling import NeighborLoader
+from partition import assign_rows
 
 # Test hook: "RANK:EPOCH" makes that rank die (os._exit) right after epoch EPOCH's checkpoint on
 # the first attempt (TORCHELASTIC_RESTART_COUNT unset or 0): simulates a killed worker.
@@ -78,7 +83,7 @@ class Layout:
 
 def tt_shapes(config: TrainConfig, num_nodes: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Row and column factors: the config's, else balanced ones with ~5% row slack."""
-    from gnn_tt.tt_shapes import suggest_tt_shapes
+    from gnn_tt.embedding.tt_shapes import suggest_tt_shapes
 
     d = len(config.tt_p_shapes or config.tt_q_shapes or (0, 0, 0))
     p = config.tt_p_shapes or tuple(suggest_tt_shapes(math.ceil(num_nodes * ROW_SLACK), d))
@@ -93,8 +98,6 @@ def build_layout(config: TrainConfig, dataset: GraphDataset, device: torch.devic
     broadcast, so every replica looks up the same rows."""
     if config.emb != "tt":
         return Layout(None, None, None)
-    from partition import assign_rows
-
     p, q = tt_shapes(config, dataset.num_nodes)
     rows = torch.empty(dataset.num_nodes, dtype=torch.long)
     stats: Any = None
@@ -439,8 +442,6 @@ def run(config: TrainConfig) -> dict[str, Any]:
 
 def format_summary(summary: dict[str, Any]) -> str:
     """The final table: accuracy, embedding size vs a full table, time, output."""
-    from gnn_tt.bench.table import format_table
-
     def pm(s: dict[str, Any]) -> str:
         return f"{s['mean']:.4f} ± {s['std']:.4f}"
 

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from gnn_tt.data.graph import CSRGraph
-from gnn_tt.data.sampler import MiniBatch, NeighborSampler
+from gnn_tt.sampling.sampler import MiniBatch, NeighborSampler
 
 # Leading words of the seed sequences, so the permutation and sampling streams never collide.
 _PERMUTATION_STREAM, _SAMPLING_STREAM = 0, 1

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from gnn_tt.config import TrainConfig
-from gnn_tt.io import atomic_torch_save
+from gnn_tt.training.config import TrainConfig
+from gnn_tt.common.io import atomic_torch_save
 
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT_VERSION = 1
@@ -66,7 +66,7 @@ def load_checkpoint(path: str | os.PathLike, config: TrainConfig,
     Args:
         path (str or PathLike): the checkpoint file.
         config (TrainConfig): the config of the job that wants to resume; its training fields
-            (all but :data:`gnn_tt.config.RUNTIME_FIELDS`) must equal the checkpoint's.
+            (all but :data:`gnn_tt.training.config.RUNTIME_FIELDS`) must equal the checkpoint's.
         row_assignment_hash (str, optional): hash of this job's ``row_of_node`` (None for
             inputs without one); must equal the checkpoint's.
 

@@ -5,8 +5,8 @@ flags the user actually passed on the command line.
 
 Example::
 
-    from gnn_tt.config import TrainConfig
-    from gnn_tt.train import run
+    from gnn_tt.training.config import TrainConfig
+    from gnn_tt.training.train import run
 
     summary = run(TrainConfig(dataset="npz:../shared/data/cora.npz", model="sage", epochs=5))
     print(summary["test_acc"]["mean"])

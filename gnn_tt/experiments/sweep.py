@@ -6,13 +6,13 @@ Example::
     gnn-tt sweep --config launch/configs/products_gat.yaml --ranks 8,16,32 \
         --partitions 0,4,16,256,800,1600,3200 --method metis-flat --runs 3 --output runs/sweep
 
-Each cell trains with :func:`gnn_tt.train.run` in its own directory ``OUTPUT/cells/NAME``;
+Each cell trains with :func:`gnn_tt.training.train.run` in its own directory ``OUTPUT/cells/NAME``;
 a cell whose ``summary.json`` exists beside a ``config.json`` matching the cell's config is
 skipped, so an interrupted sweep resumes where it stopped. All cells share the base config's
 partition cache directory (``--cache-dir``), so each row assignment is computed once. A
 failing cell is recorded with its error and the sweep goes on. After
 every cell, rank 0 rewrites ``sweep.json`` (every run), ``sweep.csv``, ``sweep.md`` and
-``sweep.png`` (rendered by :mod:`gnn_tt.report`).
+``sweep.png`` (rendered by :mod:`gnn_tt.experiments.report`).
 
 The ``parts`` axis: ``0`` is the dataset's original order for both methods. For
 ``metis-flat``, ``parts = k`` of one k-way METIS partition (the reference's axis), with the
@@ -42,9 +42,9 @@ from typing import Any, Callable, Sequence
 import torch
 from tqdm import tqdm
 
-from gnn_tt import distributed
-from gnn_tt.config import TrainConfig, add_config_args, config_from_args, load_yaml
-from gnn_tt.report import make_record, sweep_title, write_outputs
+from gnn_tt.common import distributed
+from gnn_tt.training.config import TrainConfig, add_config_args, config_from_args, load_yaml
+from gnn_tt.experiments.report import make_record, sweep_title, write_outputs
 
 METHODS = ("metis-flat", "hierarchical")
 # Config fields that locate or pace a run rather than define its result: ignored when matching
@@ -57,7 +57,7 @@ Runner = Callable[[TrainConfig], dict]
 @dataclass
 class SweepConfig:
     r"""The grid of a sweep; the training configuration of every cell is the base
-    :class:`~gnn_tt.config.TrainConfig` with the cell's rank and partition substituted.
+    :class:`~gnn_tt.training.config.TrainConfig` with the cell's rank and partition substituted.
 
     Args:
         ranks (tuple[int, ...]): TT ranks, one table row each.
@@ -230,17 +230,17 @@ def run_sweep(sweep: SweepConfig, base: TrainConfig, num_nodes: int,
         num_nodes (int): nodes of ``base.dataset`` (validates ``partitions``, sizes the
             ``hierarchical`` row factors).
         runner (callable, optional): ``runner(config) -> summary`` trains one cell.
-            (default: :func:`gnn_tt.train.run`)
+            (default: :func:`gnn_tt.training.train.run`)
         device (torch.device, optional): this rank's device; it picks the process group's
             backend and holds the flags the ranks exchange. (default: ``base.device`` resolved
-            by :func:`gnn_tt.train.resolve_device`)
+            by :func:`gnn_tt.training.train.resolve_device`)
 
     Returns:
-        the records of every cell (see :mod:`gnn_tt.report`); on ranks other than 0, an
+        the records of every cell (see :mod:`gnn_tt.experiments.report`); on ranks other than 0, an
         empty list.
     """
     if runner is None or device is None:
-        from gnn_tt import train  # imported here: torch_geometric takes seconds to load
+        from gnn_tt.training import train  # imported here: torch_geometric takes seconds to load
         runner = runner or train.run
         device = device or train.resolve_device(base.device)
     cells = build_cells(sweep, base, num_nodes)

@@ -17,7 +17,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..tt_embedding import TTEmbedding
+from gnn_tt.embedding.tt_embedding import TTEmbedding
 
 KINDS = ("tt", "full", "features")
 
@@ -69,7 +69,7 @@ class NodeInput(nn.Module):
 
 
 class TTNodeEmbedding(NodeInput):
-    r"""A learnable node table in TT format (:class:`~gnn_tt.tt_embedding.TTEmbedding`), read
+    r"""A learnable node table in TT format (:class:`~gnn_tt.embedding.tt_embedding.TTEmbedding`), read
     at the node's row: ``out = TT[row_of_node[n_id]]``. With a partition-aware
     ``row_of_node``, nodes close in the graph share TT-core slices.
 

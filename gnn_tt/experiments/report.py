@@ -28,7 +28,7 @@ import textwrap
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from gnn_tt.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from gnn_tt.common.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 STATUSES = ("ok", "cached", "failed")
 # Columns of sweep.csv / report.csv: one row per training run (seed) of every record.

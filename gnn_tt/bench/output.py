@@ -1,4 +1,4 @@
-"""Output helpers shared by every benchmark: a fixed-width table on stdout and a JSON file."""
+"""Output shared by every benchmark: the table on stdout and a JSON file with the machine."""
 from __future__ import annotations
 
 import os
@@ -8,25 +8,8 @@ from typing import Any, Sequence
 
 import torch
 
-from gnn_tt.io import atomic_write_json
-
-
-def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
-    """Render ``rows`` (dicts) as a GitHub-markdown table; floats get 4 significant digits."""
-    if not rows:
-        return "(no rows)"
-    columns = list(columns or rows[0].keys())
-
-    def cell(v: Any) -> str:
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        return str(v)
-
-    body = [[cell(r.get(c, "")) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(b[i]) for b in body)) for i, c in enumerate(columns)]
-    line = lambda vals: "| " + " | ".join(v.ljust(w) for v, w in zip(vals, widths)) + " |"
-    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return "\n".join([line(columns), sep, *(line(b) for b in body)])
+from gnn_tt.common.io import atomic_write_json
+from gnn_tt.common.table import format_table
 
 
 def machine_info() -> dict[str, Any]:

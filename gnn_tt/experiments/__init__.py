@@ -1,0 +1,1 @@
+"""Experiments over many training jobs: partition-granularity sweeps and their reports."""
