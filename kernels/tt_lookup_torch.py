@@ -34,6 +34,8 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
+from gnn_tt.common.checks import check_positive_int
+
 # Most children of one node multiplied by a single (parent x piece) product, a power of two.
 # A level takes the piece size that minimises its slots (children plus padding) plus
 # _PIECE_COST slots per piece, the bmm's overhead per matrix measured on products at rank 16
@@ -364,7 +366,6 @@ def tt_lookup_torch(indices: Tensor, cores: Sequence[Tensor], tt_p_shapes: Seque
         if core.dim() != 4 or core.shape[1] != p or core.shape[2] != q:
             raise ValueError(f"tt_lookup_torch: cores[{k}] has shape {tuple(core.shape)}, "
                              f"expected (R_in, {p}, {q}, R_out)")
-    if chunk_size < 1:
-        raise ValueError(f"tt_lookup_torch: chunk_size must be >= 1, got {chunk_size}")
+    check_positive_int("chunk_size", chunk_size, "tt_lookup_torch")
     return TTLookupFunction.apply(indices.reshape(-1).long(), tuple(int(q) for q in tt_q_shapes),
                                   int(chunk_size), *cores)

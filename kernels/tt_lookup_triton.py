@@ -2,7 +2,7 @@ r"""Fused Triton kernels for the TT-matrix embedding lookup (d = 3) and its core
 
 Row ``i`` of the table has digits ``(i1, i2, i3)`` with ``i = (i1*p2 + i2)*p3 + i3`` and, seen as
 a ``(q1, q2, q3)`` tensor, ``W[i, (j1, j2, j3)] = G1[0, i1, j1, :] . G2[:, i2, j2, :] .
-G3[:, i3, j3, 0]`` (DESIGN.md section 1). A batch of ``B`` ids is computed in two launches:
+G3[:, i3, j3, 0]`` (docs/design.md, section 1). A batch of ``B`` ids is computed in two launches:
 
 1. ``_tt_prefix_kernel``: one program per unique prefix ``u = (i1, i2)`` forms
    ``T12[u] = G1[i1] x G2[i2]``, a ``(q1*q2, R2)`` matrix, once for all rows sharing it.
@@ -27,19 +27,18 @@ are bitwise reproducible. ``deterministic=False`` lets those partials ``tl.atomi
 the slice instead: one pass less and no partial buffer, but the order of float additions (so
 the last bits) varies run to run.
 
-The host waits for the device once per call, in the forward: the id range and the number of
-unique prefixes are read together. The backward is launched without a sync.
+The host waits for the device once per call, in the forward: it needs the number of unique
+prefixes to size the prefix launch, and reads the id range in the same transfer when the ids
+are to be checked (``check_range``). The backward is launched without a sync.
 
 Products: where rows share an operand (the rows kernel and dT12: one ``T12[u]`` or ``dT12[u]``
 per run) they are GEMMs by ``tl.dot`` with ``input_precision="tf32x3"`` (three tf32 tensor-core
-products: about fp32 accuracy, measured <= 1e-6 relative to the torch path); block dimensions
-are padded to ``tl.dot``'s minimum of 16 and masked. dG3, dG2 and dG1 read a different slice per
-item and use rank-1 updates of a register tile (broadcast multiply-add, summed across items
-once per run). On an H100 at rank 32, D = 64, B = 1e6 the GEMM form took the rows kernel from
-0.92 to 0.63 ms and dT12 from 0.87 to 0.65 ms, while a GEMM form of dG3 was slower (2.1 ms
-against 1.1) (docs/benchmarks.md). fp64 (gradcheck) forms the products as broadcast sums, as
-Triton 3.6 did not compile an fp64 ``tl.dot`` there. Non-power-of-2 sizes are padded to the
-next power of 2 and masked.
+products: about fp32 accuracy); block dimensions are padded to ``tl.dot``'s minimum of 16 and
+masked. dG3, dG2 and dG1 read a different slice per item, so no operand is shared across a
+GEMM's rows: they use rank-1 updates of a register tile (broadcast multiply-add, summed across
+items once per run). The per-kernel timings behind each form are in docs/benchmarks.md. fp64
+(gradcheck) forms the products as broadcast sums: Triton 3.6 does not compile an fp64
+``tl.dot`` for the H100. Non-power-of-2 sizes are padded to the next power of 2 and masked.
 
 Triton kernels run on CUDA tensors; CPU tensors need ``TRITON_INTERPRET=1`` set before triton is
 first imported: the interpreter is chosen when each ``@triton.jit`` function is decorated, and
@@ -104,8 +103,8 @@ def _tt_prefix_kernel(
 @triton.jit
 def _mma(a, b, acc, PREC: tl.constexpr):
     # acc + a @ b. fp32 by tl.dot with PREC "tf32x3" (tensor cores, about fp32 accuracy). fp64
-    # ("ieee": the gradcheck dtype) as a broadcast product summed over k: an fp64 tl.dot failed
-    # to compile under Triton 3.6 on an H100.
+    # ("ieee": the gradcheck dtype) as a broadcast product summed over k: Triton 3.6 does not
+    # compile an fp64 tl.dot for the H100.
     if PREC == "ieee":
         return acc + tl.sum(a[:, :, None] * b[None, :, :], axis=1)
     else:
@@ -467,13 +466,14 @@ def _segmented(kernel, lead: Sequence[Tensor], keys: Tensor, chunk: int, atomic:
 class TTLookupTritonFunction(torch.autograd.Function):
     """Autograd glue: forward by prefix reuse, backward by segmented reductions (d = 3).
 
-    One host sync per call (the forward's id range and unique-prefix count, read together);
-    the backward is launched without waiting for the device.
+    One host sync per call (the forward's unique-prefix count, with the id range in the same
+    read when ``check_range``); the backward is launched without waiting for the device.
     """
 
     @staticmethod
-    def forward(ctx, indices: Tensor, deterministic: bool, p_shapes: tuple[int, int, int],
-                q_shapes: tuple[int, int, int], g1: Tensor, g2: Tensor, g3: Tensor) -> Tensor:
+    def forward(ctx, indices: Tensor, deterministic: bool, check_range: bool,
+                p_shapes: tuple[int, int, int], q_shapes: tuple[int, int, int], g1: Tensor,
+                g2: Tensor, g3: Tensor) -> Tensor:
         (p1, p2, p3), (q1, q2, q3) = p_shapes, q_shapes
         r1, r2 = g2.shape[0], g2.shape[3]
         acc_torch, acc_tl, precision = _acc_dtype(g1.dtype)
@@ -487,11 +487,14 @@ class TTLookupTritonFunction(torch.autograd.Function):
         inv_sorted = new.cumsum(0, dtype=torch.int32) - 1  # unique index of the k-th row
         uniq = sorted_prefix[:0]
         if batch:
-            # The id range is checked here, with the prefix count in the same host read and
-            # before any kernel touches the cores (out-of-range ids only sorted garbage).
-            lo, hi = torch.aminmax(indices)
-            lo, hi, num_unique = torch.stack([lo, hi, inv_sorted[-1].long() + 1]).tolist()
-            _check_range(lo, hi, p_shapes)
+            # The one host read: the prefix count, plus the id range when it is checked, before
+            # any kernel touches the cores (out-of-range ids have only sorted garbage so far).
+            if check_range:
+                lo, hi = torch.aminmax(indices)
+                lo, hi, num_unique = torch.stack([lo, hi, inv_sorted[-1].long() + 1]).tolist()
+                _check_range(lo, hi, p_shapes)
+            else:
+                num_unique = int(inv_sorted[-1]) + 1
             uniq = sorted_prefix.new_empty(num_unique)
             uniq[inv_sorted] = sorted_prefix  # each unique index gets its prefix (all equal)
         t12 = torch.empty(uniq.numel(), q1 * q2, r2, dtype=acc_torch, device=device)
@@ -559,7 +562,7 @@ class TTLookupTritonFunction(torch.autograd.Function):
                        num_warps=8 if tile1 > _TILE else 4)
         grads = (dg1.view(g1.shape), dg2t.view(p2, r1, q2, r2).permute(1, 0, 2, 3),
                  dg3t.view(p3, r2, q3).permute(1, 0, 2).unsqueeze(-1))
-        return (None, None, None, None,
+        return (None, None, None, None, None,
                 *(g.to(core.dtype).contiguous() for g, core in zip(grads, (g1, g2, g3))))
 
 
@@ -606,13 +609,14 @@ def _check_range(lo: int, hi: int, tt_p_shapes: Sequence[int]) -> None:
 
 
 def tt_lookup_triton(indices: Tensor, cores: Sequence[Tensor], tt_p_shapes: Sequence[int],
-                     tt_q_shapes: Sequence[int], deterministic: bool = True) -> Tensor:
+                     tt_q_shapes: Sequence[int], deterministic: bool = True,
+                     check_range: bool = True) -> Tensor:
     r"""Rows ``indices`` of the TT-matrix table given by ``cores``, by fused Triton kernels.
 
     Differentiable w.r.t. the cores. Three cores run the Triton kernels; other core counts fall
     back to :func:`kernels.tt_lookup_torch.tt_lookup_torch` with a one-time warning. All inputs
     are checked before any kernel reads the cores, so a bad id raises instead of reading out of
-    bounds.
+    bounds; a caller that has already checked the ids passes ``check_range=False``.
 
     Args:
         indices (torch.Tensor): row ids, int64 or int32, in ``[0, prod(tt_p_shapes))``.
@@ -626,6 +630,10 @@ def tt_lookup_triton(indices: Tensor, cores: Sequence[Tensor], tt_p_shapes: Sequ
             several backward programs are combined with atomic adds instead of an ordered
             second pass: one launch less per reduction, but not bitwise reproducible.
             (default: ``True``)
+        check_range (bool, optional): check that every id lies in ``[0, prod(tt_p_shapes))``.
+            Three cores read the range in the host sync the forward makes anyway; other core
+            counts pay a sync for it. ``False`` trusts the caller: an id out of range is then
+            undefined behaviour (out-of-bounds reads). (default: ``True``)
 
     Shapes:
         - **indices:** ``[B]``
@@ -641,8 +649,8 @@ def tt_lookup_triton(indices: Tensor, cores: Sequence[Tensor], tt_p_shapes: Sequ
             _warned_fallback.add(len(cores))
             warnings.warn(f"tt_lookup_triton: Triton kernels cover 3 cores, got {len(cores)}; "
                           "using the torch path", stacklevel=2)
-        if indices.numel():
-            _check_range(*(int(v) for v in torch.aminmax(indices)), tt_p_shapes)
+        if check_range and indices.numel():
+            _check_range(*torch.stack(torch.aminmax(indices)).tolist(), tt_p_shapes)
         # Imported here: only the fallback needs the torch path.
         from kernels.tt_lookup_torch import tt_lookup_torch
         return tt_lookup_torch(indices.long(), cores, tt_p_shapes, tt_q_shapes)
@@ -652,5 +660,5 @@ def tt_lookup_triton(indices: Tensor, cores: Sequence[Tensor], tt_p_shapes: Sequ
                            "imports it), move the cores to CUDA, or use backend='torch'")
     g1, g2, g3 = (core.contiguous() for core in cores)
     return TTLookupTritonFunction.apply(indices.contiguous().long(), bool(deterministic),
-                                        tuple(int(p) for p in tt_p_shapes),
+                                        bool(check_range), tuple(int(p) for p in tt_p_shapes),
                                         tuple(int(q) for q in tt_q_shapes), g1, g2, g3)

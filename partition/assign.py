@@ -17,7 +17,11 @@ from partition.metis import csr_numpy, to_csr
 from partition.orderings import metis_flat_rows, original_rows, random_rows, rcm_rows
 from partition.stats import assignment_stats
 
-METHODS = ("hierarchical", "metis-flat", "original", "random", "rcm")
+# The methods that cut the graph into a chosen number of parts: metis-flat into num_parts,
+# hierarchical into p1 = tt_p_shapes[0] top-level parts (each cut further along the digits).
+PARTITIONING_METHODS = ("metis-flat", "hierarchical")
+# Every method, alphabetically: the partitioning ones and those that only order the nodes.
+METHODS = tuple(sorted((*PARTITIONING_METHODS, "original", "random", "rcm")))
 
 
 @dataclass
@@ -102,7 +106,7 @@ def assign_rows(edge_index: torch.Tensor | CSRGraph, num_nodes: int,
                 labels: torch.Tensor | np.ndarray | None = None,
                 progress: bool = False) -> RowAssignment:
     r"""Assign every node an embedding row so that nodes the graph puts together share the
-    slices of the leading TT cores (see ``DESIGN.md`` section 2).
+    slices of the leading TT cores (see ``docs/design.md``, section 2).
 
     Methods: ``hierarchical`` (recursive METIS aligned to the digits, capacity-repaired),
     ``metis-flat`` (one ``num_parts``-way METIS, nodes sorted by part; ``0`` = original

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from gnn_tt.common.checks import check_positive_int
 from gnn_tt.data.graph import CSRGraph
 
 # METIS' own default load imbalance for k-way partitioning: 1.030 (ufactor 30, per mille).
@@ -55,8 +56,7 @@ def part_graph(rowptr: np.ndarray, col: np.ndarray, num_parts: int, seed: int,
         raise ImportError("partitioning with METIS needs the 'pymetis' package "
                           "(pip install pymetis)") from err
     n = rowptr.shape[0] - 1
-    if num_parts < 1:
-        raise ValueError(f"num_parts must be >= 1, got {num_parts}")
+    check_positive_int("num_parts", num_parts)
     if num_parts == 1 or n == 0:
         return np.zeros(n, dtype=np.int64)
     # pymetis is built with 64-bit idx_t: int64 arrays are passed without a copy.

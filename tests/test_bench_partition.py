@@ -4,6 +4,9 @@ import math
 import pytest
 
 from gnn_tt.bench.partition import PRODUCTS_NODES, PRODUCTS_P, main, parse_size
+from gnn_tt.common.table import format_table
+from gnn_tt.data.synthetic import synthetic_graph
+from partition import assign_rows
 
 
 def test_parse_size():
@@ -17,10 +20,22 @@ def test_parse_size():
         parse_size("1")
 
 
-def test_bench_runs_a_small_size_end_to_end(tmp_path, capsys):
+def test_bench_reports_the_assignment_of_the_generated_graph(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert main(["--sizes", "3000", "--output", str(out)]) == 0
-    assert "| nodes | edges | p " in capsys.readouterr().out
-    row = json.loads(out.read_text())["rows"][0]
-    assert row["nodes"] == 3000 and row["p"] == "x".join(map(str, parse_size("3000")[1]))
-    assert row["peak_rss_GB"] > 0 and 0 < row["share_i12"] < row["share_i1"] <= 1
+    printed = capsys.readouterr().out
+    (row,) = json.loads(out.read_text())["rows"]
+    nodes, p = parse_size("3000")
+    assert row["nodes"] == nodes and row["p"] == "x".join(map(str, p))
+    # The workers' figures are those of the same seeded graph and assignment built here.
+    ds = synthetic_graph(nodes=nodes, seed=0)
+    stats = assign_rows(ds.graph, nodes, p, method="hierarchical", seed=0, labels=ds.y).stats
+    assert row["edges"] == stats["num_edges"] == ds.graph.num_edges // 2
+    assert row["cut_i1"] == stats["edge_cut"][0] and row["moved"] == stats["moved"]
+    for key in ("share_i1", "share_i12", "purity_i1"):
+        assert row[key] == pytest.approx(stats[key]), key
+    assert row["peak_rss_GB"] > 0 and row["cpu_seconds"] > 0
+    # The printed table shows the JSON's values.
+    header = next(line for line in printed.splitlines() if line.startswith("| nodes "))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    assert format_table([row], columns) in printed

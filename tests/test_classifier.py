@@ -112,12 +112,13 @@ def _ddp_worker(rank: int, init_file: str, out_dir: str) -> None:
     torch.save(result, f"{out_dir}/{rank}.pt")
     # The DDP wrapper goes first, while the group still holds its gloo process group: freed
     # after destroy_process_group, its reducer would run the group's destructor with the GIL
-    # held and could deadlock with a gloo thread that needs the GIL (this test once hung so).
+    # held and could deadlock with a gloo thread that needs the GIL.
     ddp = model = None  # noqa: F841
     gc.collect()
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_wrap_ddp_two_processes_equal_single_process_step(tmp_path):
     spawn(_ddp_worker, (str(tmp_path / "init"), str(tmp_path)))
     r0, r1 = (torch.load(tmp_path / f"{r}.pt") for r in (0, 1))

@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from gnn_tt.training.config import (RUNTIME_FIELDS, TrainConfig, add_config_args, config_from_args,
-                           field_names, load_yaml, parse_config)
+from gnn_tt.training.config import (LOCATION_FIELDS, RUNTIME_FIELDS, TrainConfig, add_config_args,
+                           config_from_args, field_names, load_yaml, parse_config)
 
 
 def test_defaults_and_derived_values():
@@ -39,6 +39,13 @@ def test_differing_fields():
     b = TrainConfig(tt_rank=8, hidden=32, runs=4, device="cpu")
     assert a.differing_fields(b) == ["hidden", "tt_rank"]
     assert "runs" in RUNTIME_FIELDS and "device" in RUNTIME_FIELDS
+
+
+def test_field_kinds_give_the_runtime_and_location_sets():
+    # A finished run stands for other locations only; a checkpoint also resumes under another
+    # device, more runs or other evaluation batches.
+    assert LOCATION_FIELDS == {"root", "output", "resume", "cache_dir", "num_threads"}
+    assert RUNTIME_FIELDS == LOCATION_FIELDS | {"device", "runs", "eval_batch_size"}
 
 
 @pytest.mark.parametrize("kwargs, match", [

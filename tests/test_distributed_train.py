@@ -8,9 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from gnn_tt.training.callbacks import FAIL_ENV
 from gnn_tt.training.config import TrainConfig
 from gnn_tt.training.evaluate import evaluate_sampled
-from gnn_tt.training.train import FAIL_ENV, Trainer, build_model
+from gnn_tt.training.train import TrainData, build_model
+
+pytestmark = pytest.mark.slow  # every test trains under torchrun
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("_torchrun_worker.py")
@@ -55,10 +58,10 @@ def test_replicas_identical_and_metrics_exact(gat_run):
     assert any("running_mean" in k for k in state)  # batch-norm statistics were synced too
     # A single-process evaluation of the final model gives the metrics the 2 ranks logged.
     config = TrainConfig.from_dict(json.loads((gat_run / "config.json").read_text()))
-    trainer = Trainer(config, torch.device("cpu"))
-    model = build_model(config, trainer.dataset, trainer.layout, torch.device("cpu"), seed=0)
+    data = TrainData.load(config, torch.device("cpu"))
+    model = build_model(config, data.dataset, data.layout, torch.device("cpu"), seed=0)
     model.load_state_dict(state)
-    acc = evaluate_sampled(model, trainer.graph, trainer.y, trainer.splits,
+    acc = evaluate_sampled(model, data.graph, data.y, data.splits,
                            config.eval_fanouts, 512, torch.device("cpu"))
     last = records(gat_run)[-1]
     assert (acc["val"], acc["test"]) == (last["val_acc"], last["test_acc"])

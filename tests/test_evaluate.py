@@ -54,6 +54,7 @@ def _worker(rank: int, port: int, queue) -> None:
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_ranks_sum_counts_not_ratios():
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()

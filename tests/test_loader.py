@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from gnn_tt.data import CSRGraph
-from gnn_tt.sampling import NeighborLoader
+from gnn_tt.sampling import NeighborLoader, NeighborSampler
 from gnn_tt.sampling.loader import batch_bounds, num_batches, rank_share
 
 
@@ -132,7 +132,7 @@ def test_prefetch_thread_stops_on_early_break():
 @pytest.mark.parametrize("prefetch", [0, 1])
 def test_sampling_errors_reach_the_consumer(prefetch):
     loader = NeighborLoader(random_graph(), torch.arange(80), [3], 10, prefetch=prefetch)
-    real_sample = loader.sampler.sample
+    real_sample = loader.sampler.sample_trusted
     calls = []
 
     def failing(seeds, generator=None):
@@ -141,13 +141,30 @@ def test_sampling_errors_reach_the_consumer(prefetch):
             raise RuntimeError("sampler broke on batch 3")
         return real_sample(seeds, generator)
 
-    loader.sampler.sample = failing
+    loader.sampler.sample_trusted = failing
     got = []
     with pytest.raises(RuntimeError, match="sampler broke on batch 3"):
         for batch in loader:
             got.append(batch)
     assert len(got) == 2
     assert not prefetch_threads()
+
+
+def test_batches_skip_the_samplers_seed_checks(monkeypatch):
+    # The loader checks its seeds once, at construction; the per-batch range and
+    # distinctness checks of NeighborSampler.sample (a host sync each) must not run again.
+    loader = NeighborLoader(random_graph(), torch.arange(30), [3], 7, prefetch=0)
+    checked, distinct = [], []
+    real_sample = NeighborSampler._sample
+
+    def spy(self, seeds, generator, check_distinct):
+        distinct.append(check_distinct)
+        return real_sample(self, seeds, generator, check_distinct)
+
+    monkeypatch.setattr(NeighborSampler, "_check_seeds", lambda self, s: checked.append(s))
+    monkeypatch.setattr(NeighborSampler, "_sample", spy)
+    assert sorted(s for batch in seeds_of(loader) for s in batch) == list(range(30))
+    assert checked == [] and distinct == [False] * len(loader)
 
 
 def test_len_and_repr():

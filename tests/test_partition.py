@@ -104,7 +104,7 @@ def test_cora_hierarchical_shares_far_more_than_random(shared_data):
     hier = assign_rows(ei, n, p, labels=torch.from_numpy(y))
     rand = assign_rows(ei, n, p, method="random", labels=torch.from_numpy(y))
     _check_injective(hier, n, p)
-    assert hier.stats["share_i1"] > 0.8  # measured 0.90
+    assert hier.stats["share_i1"] > 0.8  # most edges stay inside one of the 8 i1 blocks
     assert hier.stats["share_i1"] > 4 * rand.stats["share_i1"]  # random: about 1/8
     assert hier.stats["share_i12"] > 20 * rand.stats["share_i12"]
     assert hier.stats["purity_i1"] > rand.stats["purity_i1"] + 0.15

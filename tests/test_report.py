@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from gnn_tt.experiments.report import (leaderboard, load_dir, main, make_record, parts_of, plot_sweep,
+from gnn_tt.experiments.report import (leaderboard, load_dir, main, make_record, plot_sweep,
                            run_rows, sweep_table, unique_records, write_csv)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -37,11 +37,9 @@ def _records():
     ]
 
 
-def test_parts_of_each_partition():
-    assert parts_of(_config()) == 0
-    assert parts_of(_config(partition="metis-flat", num_parts=16)) == 16
-    assert parts_of(_config(partition="hierarchical", tt_p_shapes=[5, 30, 30])) == 5
-    assert parts_of(_config(partition="random")) is None
+def test_record_parts():
+    assert make_record("h", _config(partition="hierarchical", tt_p_shapes=[5, 30, 30]),
+                       _summary([0.5], [0.5]))["parts"] == 5
     full = make_record("f", _config(emb="full", partition="metis-flat", num_parts=4),
                        _summary([0.5], [0.5]))
     assert full["tt_rank"] is None and full["parts"] is None

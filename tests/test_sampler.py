@@ -187,6 +187,15 @@ def test_duplicate_seeds_fail_and_leave_the_sampler_usable():
     assert torch.equal(fresh.n_id, again.n_id)
 
 
+def test_sample_trusted_draws_the_same_batch_as_sample():
+    sampler = NeighborSampler(random_graph(), [4, 3])
+    seeds = torch.tensor([5, 1, 40])
+    checked, trusted = sampler.sample(seeds, seeded(3)), sampler.sample_trusted(seeds, seeded(3))
+    assert torch.equal(checked.n_id, trusted.n_id) and checked.batch_size == trusted.batch_size
+    assert all(torch.equal(a.edge_index, b.edge_index) and (a.num_src, a.num_dst) ==
+               (b.num_src, b.num_dst) for a, b in zip(checked.blocks, trusted.blocks))
+
+
 def test_bad_graph():
     with pytest.raises(TypeError, match="graph must be a CSRGraph, got Tensor"):
         NeighborSampler(torch.zeros(2, 3), [2])

@@ -11,8 +11,7 @@ import torch.multiprocessing as mp
 
 from gnn_tt.training.config import TrainConfig
 from gnn_tt.common.io import atomic_write_json
-from gnn_tt.experiments.sweep import (SweepConfig, balanced_factors, build_cells, hierarchical_p_shapes,
-                          main, parse_int_list, run_sweep)
+from gnn_tt.experiments.sweep import SweepConfig, build_cells, main, parse_int_list, run_sweep
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NUM_NODES = 1000
@@ -143,30 +142,6 @@ def test_hierarchical_cells_derive_p_shapes(tmp_path):
     assert four[0].config.tt_p_shapes == (10, 5, 5, 5)
 
 
-def test_hierarchical_p_shapes_capacity():
-    assert hierarchical_p_shapes(2_449_029, 125) == (125, 144, 143)
-    for n in (1, 7, 100, 999, 12345):
-        for p1 in {min(k, n) for k in (1, 2, 3, n // 2 or 1, n)}:
-            p = hierarchical_p_shapes(n, p1)
-            need = math.ceil(1.05 * n / p1)
-            assert p[0] == p1 and p[1] * p[2] >= need
-            # Balanced: the smaller factor one less would not hold the capacity.
-            assert p[1] * (p[2] - 1) < need or p[2] == 1
-    with pytest.raises(ValueError, match=r"p1 must be in \[1, num_nodes=10\], got 11"):
-        hierarchical_p_shapes(10, 11)
-
-
-@pytest.mark.parametrize("n", [1, 2, 17, 64, 1000, 1001, 99991])
-@pytest.mark.parametrize("k", [1, 2, 3])
-def test_balanced_factors_brute_force(n, k):
-    f = balanced_factors(n, k)
-    assert len(f) == k and math.prod(f) >= n and list(f) == sorted(f, reverse=True)
-    # Balanced up to the rounding of the k-th root, and tight: the largest factor one smaller
-    # would no longer reach n.
-    assert f[0] - f[-1] <= 1 + (k > 2)
-    assert (f[0] - 1) * math.prod(f[1:]) < n
-
-
 def test_bad_input_errors(tmp_path):
     with pytest.raises(ValueError, match="'ranks' must not be empty"):
         SweepConfig(ranks=(), partitions=(0,))
@@ -218,6 +193,7 @@ def _distributed_worker(rank: int, world: int, port: int, root: str, results: di
     results[rank] = {"calls": runner.calls, "records": records}
 
 
+@pytest.mark.slow
 def test_ranks_agree_on_a_failure_on_one_rank(tmp_path):
     port = _free_port()
     with mp.Manager() as manager:
@@ -234,6 +210,7 @@ def test_ranks_agree_on_a_failure_on_one_rank(tmp_path):
     assert [c["status"] for c in data["cells"]] == ["ok", "failed"]
 
 
+@pytest.mark.slow
 def test_real_training_sweep_end_to_end(tmp_path, monkeypatch, capsys):
     """The CLI on the real training job: a tiny synthetic graph, hierarchical, 2 x 2 + full."""
     import gnn_tt.training.train

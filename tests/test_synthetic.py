@@ -95,7 +95,8 @@ def test_config_from_string():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(classes=0), "classes must be >= 1, got 0"),
+    (dict(classes=0), "'SyntheticConfig' needs a positive integer classes, got 0"),
+    (dict(max_degree=0), "'SyntheticConfig' needs a positive integer max_degree, got 0"),
     (dict(nodes=10, classes=6), "nodes must be >= 2 \\* classes = 12, got nodes=10"),
     (dict(classes=4, groups=5), r"groups must lie in \[1, classes=4\], got 5"),
     (dict(p_community=0.7, p_class=0.2, p_group=0.2),

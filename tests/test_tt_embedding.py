@@ -5,7 +5,7 @@ import torch
 
 import gnn_tt.embedding.tt_embedding as tt_embedding_module
 from gnn_tt import TTEmbedding
-from kernels.tt_lookup_torch import tt_full_weight
+from kernels.tt_lookup_torch import tt_full_weight, tt_lookup_torch
 
 # p = (3, 4, 5), q = (3, 2, 2): ortho needs R1 <= 4 (core 2: R1 q2 <= p2 R2) and R2 <= 2
 SMALL = dict(num_embeddings=50, embedding_dim=12, tt_ranks=[4, 2], tt_p_shapes=[3, 4, 5],
@@ -79,7 +79,7 @@ def test_from_dense_truncation_is_exact_for_low_tt_rank_weight():
 def test_default_shapes_parameters_and_ratio():
     emb = TTEmbedding(2_449_029, 100, tt_ranks=16, tt_p_shapes=[125, 140, 140],
                       tt_q_shapes=[4, 5, 5])
-    assert emb.num_parameters == 8_000 + 179_200 + 11_200  # DESIGN.md figure
+    assert emb.num_parameters == 8_000 + 179_200 + 11_200  # docs/design.md, section 1
     assert emb.compression_ratio == pytest.approx(2_449_029 * 100 / 198_400)
     auto = TTEmbedding(1000, 64, tt_ranks=4, init="gaussian")
     assert auto.tt_p_shapes == [10, 10, 10] and auto.tt_q_shapes == [4, 4, 4]
@@ -136,19 +136,36 @@ def test_training_step_reduces_loss():
 def test_backend_dispatch(monkeypatch):
     calls = []
 
-    def fake_triton(indices, cores, p, q, deterministic=True):
-        calls.append(deterministic)
+    def fake_triton(indices, cores, p, q, deterministic=True, check_range=True):
+        calls.append((deterministic, check_range))
         return torch.zeros(indices.numel(), 12)
 
     monkeypatch.setattr(tt_embedding_module, "_triton_lookup", lambda: fake_triton)
     ids = torch.tensor([1, 2])
     TTEmbedding(**SMALL, backend="triton", deterministic=False)(ids)
-    assert calls == [False]
+    # forward() checked the ids itself: the kernel must not check (and sync) again.
+    assert calls == [(False, False)]
     TTEmbedding(**SMALL, backend="auto")(ids)  # CPU cores: the torch path
-    assert calls == [False]
+    assert calls == [(False, False)]
     monkeypatch.setattr(tt_embedding_module, "_triton_lookup", lambda: None)
     with pytest.raises(RuntimeError, match="backend='triton' but kernels.tt_lookup_triton"):
         TTEmbedding(**SMALL, backend="triton")(ids)
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_forward_checks_the_id_range_once(monkeypatch, backend):
+    # A range check is one torch.aminmax (one host sync on a GPU). forward() makes the lookup's
+    # only one, whichever backend runs it; lookup() trusts its caller and makes none.
+    monkeypatch.setattr(tt_embedding_module, "_triton_lookup",
+                        lambda: lambda i, c, p, q, **_: tt_lookup_torch(i, c, p, q))
+    emb = TTEmbedding(**SMALL, backend=backend)
+    real_aminmax, calls = torch.aminmax, []
+    monkeypatch.setattr(torch, "aminmax", lambda *a, **k: calls.append(1) or real_aminmax(*a, **k))
+    ids = torch.tensor([[0, 49], [7, 7]])
+    out = emb(ids)
+    assert len(calls) == 1
+    torch.testing.assert_close(emb.lookup(ids.view(-1)), out.view(4, 12))
+    assert len(calls) == 1
 
 
 @pytest.mark.parametrize("ids, error, match", [
@@ -167,7 +184,8 @@ def test_bad_indices(ids, error, match):
     ({"tt_ranks": [4]}, r"tt_ranks=\[4\]: need 2 inner ranks"),
     ({"init": "xavier"}, "init='xavier' is not one of"),
     ({"backend": "cuda"}, "backend='cuda' is not one of"),
-    ({"num_embeddings": 0}, "num_embeddings must be a positive int, got 0"),
+    ({"num_embeddings": 0}, "'TTEmbedding' needs a positive integer num_embeddings, got 0"),
+    ({"embedding_dim": True}, "'TTEmbedding' needs a positive integer embedding_dim, got True"),
     ({"init_scale": 0.0}, "init_scale must be > 0, got 0.0"),
 ])
 def test_bad_constructor_arguments(kwargs, match):

@@ -127,5 +127,6 @@ def test_bad_shapes_raise():
     with pytest.raises(ValueError, match=r"cores\[1\] has shape \(2, 4, 3, 1\), expected "
                                           r"\(R_in, 5, 3, R_out\)"):
         tt_lookup_torch(torch.tensor([0]), cores, (3, 5), (2, 3))
-    with pytest.raises(ValueError, match="chunk_size must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="'tt_lookup_torch' needs a positive integer chunk_size, "
+                                         "got 0"):
         tt_lookup_torch(torch.tensor([0]), cores, (3, 4), (2, 3), chunk_size=0)

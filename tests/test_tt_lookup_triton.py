@@ -238,6 +238,23 @@ def test_other_core_counts_fall_back_to_torch_with_one_warning(monkeypatch):
         ktt.tt_lookup_triton(ids, cores, p, q)  # second call: silent
 
 
+@needs_kernels
+@pytest.mark.parametrize("p,q", [((3, 4, 5), (2, 3, 2)), ((4, 5), (3, 2))])
+def test_check_range_false_trusts_the_caller(monkeypatch, p, q):
+    # The range is read with torch.aminmax; a caller that has checked its ids (TTEmbedding)
+    # passes check_range=False and the lookup reads no range at all, with the same rows.
+    monkeypatch.setattr(ktt, "_warned_fallback", {len(p)})  # no fallback warning (2 cores)
+    cores = make_cores(p, q, 2)
+    ids = mixed_ids(p).to(DEVICE) if len(p) == 3 else torch.tensor([0, 19, 7, 7], device=DEVICE)
+    real_aminmax, calls = torch.aminmax, []
+    monkeypatch.setattr(torch, "aminmax", lambda *a, **k: calls.append(1) or real_aminmax(*a, **k))
+    checked = ktt.tt_lookup_triton(ids, cores, p, q)
+    assert len(calls) == 1
+    trusted = ktt.tt_lookup_triton(ids, cores, p, q, check_range=False)
+    assert len(calls) == 1
+    assert torch.equal(trusted, checked)
+
+
 @pytest.mark.parametrize("bad", [-1, 60])
 def test_out_of_range_id_raises_before_launch(bad):
     cores = make_cores((3, 4, 5), (2, 3, 2), 2)

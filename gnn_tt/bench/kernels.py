@@ -66,8 +66,9 @@ class TableShape:
 
 
 SHAPES = {
-    # The issue's target case, measured first: fwd+bwd at rank 32, D = 64, B = 1e6 (FBTT:
-    # 416 ns/lookup).
+    # The target case: products' rows at rank 32 and D = 64, where fwd+bwd at B = 1e6 should
+    # take at most TARGET_NS per lookup and TARGET_RATIO times the gather (FBTT-Embedding
+    # reports 416 ns per lookup). First, so a run cut short has measured it.
     "target": TableShape("target", 2_449_029, (125, 140, 140), (4, 4, 4), (32,)),
     "products": TableShape("products", 2_449_029, (125, 140, 140), (4, 5, 5), (8, 16, 32)),
     "papers100M": TableShape("papers100M", 111_059_956, (512, 500, 500), (8, 4, 4), (8, 16, 32)),
@@ -78,6 +79,8 @@ SHAPES = {
 MAX_GATHER_ROWS = 1 << 24
 QUICK_GATHER_ROWS = 1 << 18
 LOCAL_WINDOWS = 32
+TARGET_NS = 4.0
+TARGET_RATIO = 3.0
 LOCAL_PREFIXES_PER_WINDOW = 16
 
 
@@ -301,15 +304,16 @@ def main(argv: Sequence[str] | None = None) -> int:
              "gather_max_rows": QUICK_GATHER_ROWS if args.quick else MAX_GATHER_ROWS,
              "local_ids": f"{LOCAL_WINDOWS} windows of {LOCAL_PREFIXES_PER_WINDOW}*p3 rows"}
     if targets:
-        extra["target"] = {"goal_ns_per_lookup": 4.0, "goal_ratio_to_gather": 3.0,
+        extra["target"] = {"goal_ns_per_lookup": TARGET_NS,
+                           "goal_ratio_to_gather": TARGET_RATIO,
                            "measured": [{k: r[k] for k in ("ids", "fwd+bwd triton ns",
                                                            "fwd+bwd triton/gather")}
                                         for r in targets]}
     report("kernels", rows, args.output, extra)
     for r in targets:
-        ok = r["fwd+bwd triton ns"] <= 4.0 and r["fwd+bwd triton/gather"] <= 3.0
+        ok = r["fwd+bwd triton ns"] <= TARGET_NS and r["fwd+bwd triton/gather"] <= TARGET_RATIO
         print(f"target rank 32, D = 64, B = 1e6, {r['ids']} ids: fwd+bwd "
-              f"{r['fwd+bwd triton ns']:.2f} ns/lookup (goal <= 4), "
-              f"{r['fwd+bwd triton/gather']:.2f}x gather (goal <= 3): "
+              f"{r['fwd+bwd triton ns']:.2f} ns/lookup (goal <= {TARGET_NS:g}), "
+              f"{r['fwd+bwd triton/gather']:.2f}x gather (goal <= {TARGET_RATIO:g}): "
               f"{'met' if ok else 'NOT met'}")
     return 0

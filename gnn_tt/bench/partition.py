@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import subprocess
 import sys
 import tempfile
@@ -22,14 +21,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from gnn_tt.bench.output import report
-from gnn_tt.embedding.tt_shapes import suggest_tt_shapes
+from gnn_tt.embedding.tt_shapes import PARTITION_ROWS
 
 # Named sizes: node count and row factors (products: the reference's p).
 PRODUCTS_NODES = 2_449_029
 PRODUCTS_P = (125, 140, 140)
 _SIZE_NAMES = {"100k": 100_000, "1M": 1_000_000, "products": PRODUCTS_NODES}
-# Rows per node for the other sizes, as `gnn-tt train` chooses them: room for METIS' imbalance.
-ROW_SLACK = 1.05
 
 
 def parse_size(text: str) -> tuple[int, tuple[int, ...]]:
@@ -46,7 +43,8 @@ def parse_size(text: str) -> tuple[int, tuple[int, ...]]:
             raise ValueError(f"--sizes: a graph needs >= 2 nodes, got {n}")
     if n == PRODUCTS_NODES:
         return n, PRODUCTS_P
-    return n, tuple(suggest_tt_shapes(math.ceil(n * ROW_SLACK), 3))
+    # The other sizes get the row factors `gnn-tt train` chooses for a partition layout.
+    return n, PARTITION_ROWS.row_shapes(n)
 
 
 def _generate(nodes: int, seed: int, out: Path) -> None:
@@ -93,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sizes", default="100k,1M,products",
                         help="comma-separated node counts or 100k / 1M / products "
                              f"(products = {PRODUCTS_NODES} nodes with p = {PRODUCTS_P}; "
-                             "other sizes get suggest_tt_shapes(1.05 N) factors)")
+                             "other sizes get the row factors gnn-tt train chooses, "
+                             f"with {PARTITION_ROWS.row_slack} rows per node)")
     parser.add_argument("--seed", type=int, default=0, help="graph and METIS seed")
     parser.add_argument("--output", default=None, help="write the results as JSON here")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)  # internal stages

@@ -15,16 +15,22 @@ Target of the issue: TT epoch <= 0.7x the full-table epoch.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import json
 import math
 import subprocess
 import sys
 import time
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import torch
 
 from gnn_tt.bench.output import report
+
+if TYPE_CHECKING:  # for annotations only: the training stack loads torch_geometric, see worker()
+    from gnn_tt.sampling import MiniBatch
+    from gnn_tt.training.epoch import EpochLoader
 
 VARIANTS = ("tt", "full")
 
@@ -40,9 +46,39 @@ def _config(args: argparse.Namespace, emb: str):
                        cache_dir=args.cache_dir, output=f"{args.workdir}/{emb}")
 
 
+class FirstBatches:
+    r"""The first ``max_batches`` batches of each epoch of ``loader``: the training epoch
+    runs unchanged over a prefix of its batches.
+
+    Args:
+        loader (EpochLoader): the training loader.
+        max_batches (int): batches per epoch, at least 1.
+    """
+
+    def __init__(self, loader: EpochLoader, max_batches: int) -> None:
+        if max_batches < 1:
+            raise ValueError(f"'{self.__class__.__name__}': max_batches must be >= 1, "
+                             f"got {max_batches}")
+        self.loader, self.max_batches = loader, max_batches
+
+    def set_epoch(self, epoch: int) -> None:
+        self.loader.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return min(self.max_batches, len(self.loader))
+
+    def __iter__(self) -> Iterator[MiniBatch]:
+        batches = iter(self.loader)
+        try:
+            yield from itertools.islice(batches, len(self))
+        finally:
+            batches.close()  # stops the loader's prefetch thread now, not at garbage collection
+
+
 def worker(args: argparse.Namespace) -> dict[str, Any]:
     """Time one epoch (or ``max_batches`` batches) of one variant in this process."""
     from gnn_tt.common.memory import current_rss_bytes, peak_memory_bytes
+    from gnn_tt.training.epoch import train_epoch
     from gnn_tt.training.train import Trainer, resolve_device
 
     config = _config(args, args.worker)
@@ -51,12 +87,15 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     trainer = Trainer(config, device)
     setup_seconds = time.perf_counter() - t0
     parts = trainer.setup_run(0)
+    y = trainer.data.y
     rss_before = current_rss_bytes()
     # Warm-up batch (allocator, kernels), then the timed pass.
-    trainer.train_epoch(parts, epoch=0, max_batches=1)
+    train_epoch(dataclasses.replace(parts, loader=FirstBatches(parts.loader, 1)), y, 0, device,
+                config.amp, progress=trainer.progress)
     batches = len(parts.loader)
     timed = batches if args.max_batches is None else min(args.max_batches, batches)
-    _, seconds = trainer.train_epoch(parts, epoch=1, max_batches=timed)
+    _, seconds = train_epoch(dataclasses.replace(parts, loader=FirstBatches(parts.loader, timed)),
+                             y, 1, device, config.amp, progress=trainer.progress)
     state_bytes = sum(t.numel() * t.element_size() for t in parts.model.state_dict().values())
     for opt in parts.optimizers.values():
         state_bytes += sum(v.numel() * v.element_size() for s in opt.state.values()
@@ -71,7 +110,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         "rss_growth_MB": (current_rss_bytes() - rss_before) / 2**20,
         "peak_MB": peak_memory_bytes(device) / 2**20,
         "setup_s": setup_seconds,
-        "num_nodes": trainer.dataset.num_nodes,
+        "num_nodes": trainer.data.dataset.num_nodes,
     }
 
 

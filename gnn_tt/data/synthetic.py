@@ -40,6 +40,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from gnn_tt.common.checks import check_positive_int
 from gnn_tt.data.dataset import GraphDataset
 from gnn_tt.data.graph import CSRGraph
 
@@ -108,8 +109,7 @@ class SyntheticConfig:
 
     def __post_init__(self) -> None:
         name = self.__class__.__name__
-        if self.classes < 1:
-            raise ValueError(f"'{name}': classes must be >= 1, got {self.classes}")
+        check_positive_int("classes", self.classes, name)
         if self.nodes < 2 * self.classes:
             raise ValueError(f"'{name}': nodes must be >= 2 * classes = {2 * self.classes}, "
                              f"got nodes={self.nodes}")
@@ -136,8 +136,7 @@ class SyntheticConfig:
         if self.degree_exponent <= 2.0:
             raise ValueError(f"'{name}': degree_exponent must be > 2 (finite mean degree), "
                              f"got {self.degree_exponent}")
-        if self.max_degree < 1:
-            raise ValueError(f"'{name}': max_degree must be >= 1, got {self.max_degree}")
+        check_positive_int("max_degree", self.max_degree, name)
         if self.class_skew < 0:
             raise ValueError(f"'{name}': class_skew must be >= 0, got {self.class_skew}")
 

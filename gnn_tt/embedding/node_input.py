@@ -17,8 +17,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gnn_tt.common.checks import check_positive_int
 from gnn_tt.embedding.tt_embedding import TTEmbedding
 
+# The input layers build_node_input can build, by name.
 KINDS = ("tt", "full", "features")
 
 
@@ -30,9 +32,12 @@ def _check_n_id(n_id: Tensor, num_nodes: int, owner: str) -> None:
     if n_id.dim() != 1:
         raise ValueError(f"'{owner}' expects a 1-D n_id, got shape {list(n_id.shape)}")
     if n_id.numel():
-        lo, hi = torch.aminmax(n_id)  # one host sync per batch, for a clear error
-        if int(lo) < 0 or int(hi) >= num_nodes:
-            bad = int(lo) if int(lo) < 0 else int(hi)
+        # Ids enter the model here and everything downstream (row_of_node, the TT lookup)
+        # trusts them: a lookup's only range check, one host sync for both bounds. On a GPU a
+        # gather with a bad id would fail as a device-side assert instead of this error.
+        lo, hi = torch.stack(torch.aminmax(n_id)).tolist()
+        if lo < 0 or hi >= num_nodes:
+            bad = lo if lo < 0 else hi
             raise IndexError(f"'{owner}': node id {bad} is outside [0, num_nodes={num_nodes})")
 
 
@@ -118,7 +123,8 @@ class TTNodeEmbedding(NodeInput):
     def forward(self, n_id: Tensor) -> Tensor:
         _check_n_id(n_id, self.num_nodes, self.__class__.__name__)
         rows = self.row_of_node[n_id.to(self.row_of_node.device)]       # [B]
-        return self.tt(rows)                                             # [B, D]
+        # rows lie in the table by construction (checked in __init__): no second check.
+        return self.tt.lookup(rows)                                      # [B, D]
 
     def embedding_parameters(self) -> list[nn.Parameter]:
         return list(self.tt.parameters())
@@ -160,8 +166,7 @@ class FullNodeEmbedding(NodeInput):
         super().__init__()
         name = self.__class__.__name__
         for arg, value in (("num_nodes", num_nodes), ("embedding_dim", embedding_dim)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"'{name}' needs a positive integer {arg}, got {value!r}")
+            check_positive_int(arg, value, name)
         self.num_nodes = num_nodes
         self.embedding_dim = embedding_dim
         self.seed = seed
@@ -305,7 +310,7 @@ def build_node_input(kind: str, *, num_nodes: int, embedding_dim: int,
     r"""Build the input layer named by ``kind`` (the ``--emb`` option).
 
     Args:
-        kind (str): ``"tt"``, ``"full"`` or ``"features"``.
+        kind (str): one of :data:`KINDS`.
         num_nodes (int): number of nodes of the graph.
         embedding_dim (int): width of a learned embedding (``tt``, ``full``); ``features``
             keeps the dataset's width ``x.size(1)``.

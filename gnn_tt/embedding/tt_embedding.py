@@ -7,7 +7,9 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from gnn_tt.embedding.tt_shapes import check_tt_shapes, normalize_tt_ranks, suggest_tt_shapes
+from gnn_tt.common.checks import check_positive_int
+from gnn_tt.embedding.tt_shapes import (DEFAULT_NUM_CORES, TIGHT_ROWS, check_tt_shapes,
+                                        choose_tt_shapes, normalize_tt_ranks)
 from kernels.tt_lookup_torch import tt_full_weight, tt_lookup_torch
 
 # full_weight() refuses tables above this many entries (1 GiB in float32).
@@ -55,7 +57,9 @@ class TTEmbedding(nn.Module):
         tt_ranks (int or Sequence[int], optional): the ``d - 1`` inner TT ranks, or one rank for
             all. (default: ``16``)
         tt_p_shapes (Sequence[int], optional): row factors, product ``>= N``.
-            (default: :obj:`None`, :func:`suggest_tt_shapes` of :math:`N` with ``d`` cores)
+            (default: :obj:`None`, chosen by
+            :func:`~gnn_tt.embedding.tt_shapes.choose_tt_shapes` under
+            :data:`~gnn_tt.embedding.tt_shapes.TIGHT_ROWS`)
         tt_q_shapes (Sequence[int], optional): column factors, product ``== D``.
             (default: :obj:`None`, exact balanced factors of :math:`D`)
         init (str, optional): ``"ortho"`` or ``"gaussian"``. (default: ``"ortho"``)
@@ -82,28 +86,23 @@ class TTEmbedding(nn.Module):
                  tt_ranks: int | Sequence[int] = 16, tt_p_shapes: Sequence[int] | None = None,
                  tt_q_shapes: Sequence[int] | None = None, init: str = "ortho",
                  backend: str = "auto", deterministic: bool = True, init_scale: float = 1.0,
-                 num_cores: int = 3, device: torch.device | str | None = None,
+                 num_cores: int = DEFAULT_NUM_CORES, device: torch.device | str | None = None,
                  dtype: torch.dtype | None = None) -> None:
         super().__init__()
         name = self.__class__.__name__
         for arg, value in (("num_embeddings", num_embeddings), ("embedding_dim", embedding_dim)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"'{name}': {arg} must be a positive int, got {value!r}")
+            check_positive_int(arg, value, name)
         if init not in _INITS:
             raise ValueError(f"'{name}': init={init!r} is not one of {_INITS}")
         if backend not in _BACKENDS:
             raise ValueError(f"'{name}': backend={backend!r} is not one of {_BACKENDS}")
         if not init_scale > 0:
             raise ValueError(f"'{name}': init_scale must be > 0, got {init_scale!r}")
-        d = len(tt_p_shapes) if tt_p_shapes is not None else (
-            len(tt_q_shapes) if tt_q_shapes is not None else num_cores)
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
-        self.tt_p_shapes = list(tt_p_shapes) if tt_p_shapes is not None else \
-            suggest_tt_shapes(num_embeddings, d)
-        self.tt_q_shapes = list(tt_q_shapes) if tt_q_shapes is not None else \
-            suggest_tt_shapes(embedding_dim, d, allow_round_up=False)
+        self.tt_p_shapes, self.tt_q_shapes = (list(shape) for shape in choose_tt_shapes(
+            num_embeddings, embedding_dim, TIGHT_ROWS, num_cores, tt_p_shapes, tt_q_shapes))
         check_tt_shapes(num_embeddings, embedding_dim, self.tt_p_shapes, self.tt_q_shapes)
-        self.tt_ranks = normalize_tt_ranks(tt_ranks, d)
+        self.tt_ranks = normalize_tt_ranks(tt_ranks, len(self.tt_p_shapes))
         self.init, self.backend, self.deterministic = init, backend, deterministic
         self.init_scale = float(init_scale)
         full = [1, *self.tt_ranks, 1]
@@ -189,30 +188,43 @@ class TTEmbedding(nn.Module):
         if self.backend == "torch":
             return tt_lookup_torch
         triton_lookup = _triton_lookup()
-        if self.backend == "triton":
-            if triton_lookup is None:
-                raise RuntimeError(f"'{self.__class__.__name__}': backend='triton' but "
-                                   f"kernels.tt_lookup_triton cannot be imported")
-            return lambda *args: triton_lookup(*args, deterministic=self.deterministic)
-        if triton_lookup is not None and self.cores[0].is_cuda:
-            return lambda *args: triton_lookup(*args, deterministic=self.deterministic)
-        return tt_lookup_torch
+        if self.backend == "triton" and triton_lookup is None:
+            raise RuntimeError(f"'{self.__class__.__name__}': backend='triton' but "
+                               f"kernels.tt_lookup_triton cannot be imported")
+        if self.backend == "auto" and (triton_lookup is None or not self.cores[0].is_cuda):
+            return tt_lookup_torch
+        # The ids were checked where they entered (forward(), or the caller of lookup()).
+        return lambda *args: triton_lookup(*args, deterministic=self.deterministic,
+                                           check_range=False)
 
     def forward(self, indices: Tensor) -> Tensor:
         name = self.__class__.__name__
         if indices.dtype not in _INT_DTYPES:
             raise TypeError(f"'{name}': indices must have an integer dtype, got {indices.dtype}")
         flat = indices.reshape(-1).long()
-        if flat.numel() == 0:  # one path for every backend: an empty (0, D) with a grad_fn
-            rows = tt_lookup_torch(flat, list(self.cores), self.tt_p_shapes, self.tt_q_shapes)
-            return rows.view(*indices.shape, self.embedding_dim)
-        low, high = (int(v) for v in torch.aminmax(flat))  # one host sync for both bounds
-        if low < 0 or high >= self.num_embeddings:
-            bad = low if low < 0 else high
-            raise IndexError(f"'{name}': index {bad} is out of range [0, "
-                             f"{self.num_embeddings})")
-        rows = self._lookup()(flat, list(self.cores), self.tt_p_shapes, self.tt_q_shapes)
-        return rows.view(*indices.shape, self.embedding_dim)
+        if flat.numel():
+            # The lookup's only range check: one host sync for both bounds; lookup() and the
+            # kernels behind it trust the ids.
+            low, high = torch.stack(torch.aminmax(flat)).tolist()
+            if low < 0 or high >= self.num_embeddings:
+                bad = low if low < 0 else high
+                raise IndexError(f"'{name}': index {bad} is out of range [0, "
+                                 f"{self.num_embeddings})")
+        return self.lookup(flat).view(*indices.shape, self.embedding_dim)
+
+    def lookup(self, indices: Tensor) -> Tensor:
+        r"""Rows ``indices`` of the table, for callers that have already checked the ids
+        (as :meth:`forward` does): no check, so no host sync of its own. An id outside
+        ``[0, num_embeddings)`` is undefined behaviour (garbage rows or a device-side error).
+
+        Shapes:
+            - **input:** ``indices`` int64 :math:`(B)` on the cores' device
+            - **output:** :math:`(B, D)`
+        """
+        if indices.numel() == 0:  # one path for every backend: an empty (0, D) with a grad_fn
+            return tt_lookup_torch(indices, list(self.cores), self.tt_p_shapes,
+                                   self.tt_q_shapes)
+        return self._lookup()(indices, list(self.cores), self.tt_p_shapes, self.tt_q_shapes)
 
     def full_weight(self) -> Tensor:
         """The dense ``(num_embeddings, embedding_dim)`` table, differentiable w.r.t. the cores;

@@ -1,8 +1,13 @@
-"""TT shape helpers: balanced factorizations of table sizes and validation of shapes/ranks."""
+"""TT shapes: the policy that chooses the row and column factors of a table, the balanced
+factorizations behind it, and validation of shapes and ranks."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
+
+# Cores of a table when neither its row nor its column factors are given.
+DEFAULT_NUM_CORES = 3
 
 # Round-up search: the largest factor may be at most this many times the smallest, and among
 # products within _SLACK of n the most balanced factors win (balanced cores, small padding).
@@ -72,7 +77,7 @@ def _rounded_factors(n: int, d: int) -> list[int] | None:
     return None if best is None else best[3]
 
 
-def suggest_tt_shapes(n: int, d: int = 3, allow_round_up: bool = True) -> list[int]:
+def suggest_tt_shapes(n: int, d: int = DEFAULT_NUM_CORES, allow_round_up: bool = True) -> list[int]:
     r"""Balanced factors of ``n`` for ``d`` TT cores, smallest first.
 
     With ``allow_round_up=True`` (rows) the product may exceed ``n`` a little: among factors
@@ -101,6 +106,117 @@ def suggest_tt_shapes(n: int, d: int = 3, allow_round_up: bool = True) -> list[i
         if rounded is not None:
             return rounded
     return _exact_factors(n, d)
+
+
+def balanced_factors(n: int, k: int) -> tuple[int, ...]:
+    """The ``k`` most balanced positive integers (largest first) whose product is >= ``n``:
+    with ``j`` factors to go, the next is the ceiling of the ``j``-th root of what is left to
+    cover, so the product is tight (the largest factor one smaller would fall short of ``n``)."""
+    factors = []
+    for left in range(k, 0, -1):
+        f = max(1, math.ceil(round(n ** (1.0 / left), 9)))
+        factors.append(f)
+        n = math.ceil(n / f)
+    return tuple(sorted(factors, reverse=True))
+
+
+@dataclass(frozen=True)
+class TTShapePolicy:
+    r"""How the row factors of a TT table are chosen when the caller gives none.
+
+    The grid gets at least ``ceil(row_slack * num_embeddings)`` rows, factored by
+    :meth:`row_shapes`. Rows beyond ``num_embeddings`` are padding that is never looked up;
+    a layout that places nodes by graph partition needs some, because its parts do not come
+    out exactly as large as the slices of the grid they fill. The named instances are
+    :data:`TIGHT_ROWS` and :data:`PARTITION_ROWS`.
+
+    Args:
+        row_slack (float, optional): rows per embedding to provide, ``>= 1``.
+            (default: ``1.0``)
+    """
+
+    row_slack: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.row_slack >= 1.0:
+            raise ValueError(f"'{self.__class__.__name__}': row_slack must be >= 1, got "
+                             f"{self.row_slack!r}")
+
+    def row_shapes(self, num_embeddings: int, num_cores: int = DEFAULT_NUM_CORES,
+                   top_parts: int | None = None) -> tuple[int, ...]:
+        r"""Row factors :math:`(p_1, \dots, p_d)` for ``num_embeddings`` rows.
+
+        Args:
+            num_embeddings (int): rows the table must hold, ``>= 1``.
+            num_cores (int, optional): ``d``. (default: ``3``)
+            top_parts (int, optional): fix ``p_1``, the number of top-level parts of a
+                hierarchical layout, in ``[1, num_embeddings]``; the other ``d - 1`` factors
+                are the :func:`balanced_factors` of the capacity
+                ``ceil(row_slack * num_embeddings / p_1)`` each top-level part needs.
+                (default: :obj:`None`, all ``d`` factors from :func:`suggest_tt_shapes` of
+                ``ceil(row_slack * num_embeddings)``, smallest first)
+
+        Example::
+
+            >>> PARTITION_ROWS.row_shapes(2_449_029, top_parts=125)
+            (125, 144, 143)
+        """
+        if top_parts is None:
+            return tuple(suggest_tt_shapes(math.ceil(num_embeddings * self.row_slack),
+                                           num_cores))
+        name = self.__class__.__name__
+        if not 1 <= top_parts <= num_embeddings:
+            raise ValueError(f"'{name}': top_parts must be in [1, num_embeddings="
+                             f"{num_embeddings}], got {top_parts}")
+        if num_cores < 2:
+            raise ValueError(f"'{name}': top_parts needs num_cores >= 2, got {num_cores}")
+        capacity = math.ceil(self.row_slack * num_embeddings / top_parts)
+        return (top_parts, *balanced_factors(capacity, num_cores - 1))
+
+
+# No spare rows beyond what the factorization rounds up: for tables whose rows are not laid
+# out by a partition.
+TIGHT_ROWS = TTShapePolicy(row_slack=1.0)
+# 5% spare rows, so that the parts of a graph partition, which METIS balances only
+# approximately, fit the slices of the grid they are laid out in.
+PARTITION_ROWS = TTShapePolicy(row_slack=1.05)
+
+
+def choose_tt_shapes(num_embeddings: int, embedding_dim: int,
+                     policy: TTShapePolicy = TIGHT_ROWS, num_cores: int = DEFAULT_NUM_CORES,
+                     p_shapes: Sequence[int] | None = None,
+                     q_shapes: Sequence[int] | None = None
+                     ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    r"""The row and column factors of a table: the given ones, the others chosen.
+
+    The number of cores ``d`` is the length of ``p_shapes``, else of ``q_shapes``, else
+    ``num_cores``. Missing row factors come from ``policy.row_shapes``; missing column factors
+    are the exact balanced factors of ``embedding_dim`` (:func:`suggest_tt_shapes` without
+    round-up). Given factors are returned as they are: :func:`check_tt_shapes` validates them.
+
+    Args:
+        num_embeddings (int): rows of the table.
+        embedding_dim (int): columns of the table.
+        policy (TTShapePolicy, optional): chooses the row factors.
+            (default: :data:`TIGHT_ROWS`)
+        num_cores (int, optional): ``d`` when no factors are given. (default: ``3``)
+        p_shapes (Sequence[int], optional): row factors. (default: :obj:`None`)
+        q_shapes (Sequence[int], optional): column factors. (default: :obj:`None`)
+
+    Returns:
+        ``(p_shapes, q_shapes)`` as tuples.
+
+    Example::
+
+        >>> choose_tt_shapes(2_449_029, 100, PARTITION_ROWS)
+        ((137, 137, 138), (4, 5, 5))
+    """
+    d = len(p_shapes) if p_shapes is not None else (
+        len(q_shapes) if q_shapes is not None else num_cores)
+    p = tuple(p_shapes) if p_shapes is not None else policy.row_shapes(num_embeddings, d)
+    q = tuple(q_shapes) if q_shapes is not None else tuple(
+        suggest_tt_shapes(embedding_dim, d, allow_round_up=False))
+    return p, q
 
 
 def check_tt_shapes(num_embeddings: int, embedding_dim: int, tt_p_shapes: Sequence[int],

@@ -6,16 +6,15 @@ Everything here works on *records*: one flat dict per trained configuration (a s
 ``gnn-tt train`` output directory)::
 
     {"name": "tt-r8-p16", "status": "ok" | "cached" | "failed", "error": None | str,
-     "dataset": ..., "model": ..., "emb": "tt" | "full" | "features", "tt_rank": 8,
+     "dataset": ..., "model": ..., "emb": "tt", "tt_rank": 8,
      "partition": "metis-flat", "parts": 16, "output": "cells/tt-r8-metis-flat-p16",
      "tt_p_shapes": [...],
      "test_acc": {"mean", "std", "runs"}, "val_acc": {...}, "embedding_parameters": ...,
      "compression_ratio": ..., "epoch_seconds": ...}
 
-``parts`` is the partition-granularity axis of the reference table: ``0`` for the dataset's
-original order, ``num_parts`` (the METIS ``k``) for ``metis-flat``, and ``p1 = tt_p_shapes[0]``
-(the number of top-level parts) for ``hierarchical``; ``None`` for orders off that axis
-(``random``, ``rcm``).
+``parts`` is the record's position on the partition-granularity axis, the columns of the
+rank x parts table (:mod:`gnn_tt.experiments.parts`); ``None`` for records off that axis (no
+TT table, or an order that cuts nothing).
 """
 from __future__ import annotations
 
@@ -29,6 +28,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from gnn_tt.common.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from gnn_tt.training.summary import TrainSummary
+from gnn_tt.experiments.parts import parts_of
 
 STATUSES = ("ok", "cached", "failed")
 # Columns of sweep.csv / report.csv: one row per training run (seed) of every record.
@@ -37,27 +38,17 @@ RUN_COLUMNS = ("name", "status", "dataset", "model", "emb", "tt_rank", "partitio
                "epoch_seconds", "output", "error")
 
 
-def parts_of(config: dict[str, Any]) -> int | None:
-    """Position of a training config on the partition-granularity axis (see module doc)."""
-    partition = config.get("partition")
-    if partition == "original":
-        return 0
-    if partition == "metis-flat":
-        return int(config["num_parts"])
-    if partition == "hierarchical":
-        return int(config["tt_p_shapes"][0])
-    return None
-
-
-def make_record(name: str, config: dict[str, Any], summary: dict[str, Any] | None,
-                status: str = "ok", error: str | None = None,
-                output: str | None = None) -> dict[str, Any]:
-    r"""Flatten one run's ``config.json`` and ``summary.json`` into a record.
+def make_record(name: str, config: dict[str, Any],
+                summary: TrainSummary | dict[str, Any] | None, status: str = "ok",
+                error: str | None = None, output: str | None = None) -> dict[str, Any]:
+    r"""Flatten one run's config and summary into a record.
 
     Args:
         name (str): label of the row (a sweep cell name or a run directory name).
         config (dict): the training config (``TrainConfig.to_dict()``).
-        summary (dict, optional): the run's ``summary.json``; ``None`` for a failed cell.
+        summary (TrainSummary or dict, optional): the run's summary, as
+            :func:`gnn_tt.training.train.run` returns it or as its ``summary.json`` holds it
+            (read with :meth:`TrainSummary.from_dict`); ``None`` for a failed cell.
         status (str, optional): ``"ok"``, ``"cached"`` or ``"failed"``. (default: ``"ok"``)
         error (str, optional): the error of a failed cell. (default: ``None``)
         output (str, optional): the run's output directory. (default: ``None``)
@@ -66,21 +57,26 @@ def make_record(name: str, config: dict[str, Any], summary: dict[str, Any] | Non
         raise ValueError(f"make_record: status must be one of {STATUSES}, got {status!r}")
     if status != "failed" and summary is None:
         raise ValueError(f"make_record: record {name!r} has status {status!r} but no summary")
-    summary = summary or {}
+    if isinstance(summary, dict):
+        summary = TrainSummary.from_dict(summary)
     emb = config.get("emb")
+    # The row factors actually used: the job's (derived when the config has none; none for
+    # an input other than TT), else, for a failed job or a summary without them, the config's.
+    p_shapes = config.get("tt_p_shapes")
+    if summary is not None and (summary.tt_p_shapes is not None or emb != "tt"):
+        p_shapes = summary.tt_p_shapes
     return {
         "name": name, "status": status, "error": error,
         "dataset": config.get("dataset"), "model": config.get("model"), "emb": emb,
         # A full table or fixed features have no TT rank; keep the row key None for them.
         "tt_rank": config.get("tt_rank") if emb == "tt" else None,
         "partition": config.get("partition"), "parts": parts_of(config) if emb == "tt" else None,
-        "output": output,
-        # The row factors actually used (derived by the training job when the config has none).
-        "tt_p_shapes": summary.get("tt_p_shapes", config.get("tt_p_shapes")),
-        "test_acc": summary.get("test_acc"), "val_acc": summary.get("val_acc"),
-        "embedding_parameters": summary.get("embedding_parameters"),
-        "compression_ratio": summary.get("compression_ratio"),
-        "epoch_seconds": summary.get("epoch_seconds"),
+        "output": output, "tt_p_shapes": p_shapes,
+        "test_acc": summary and summary.test_acc.to_dict(),
+        "val_acc": summary and summary.val_acc.to_dict(),
+        "embedding_parameters": summary and summary.embedding_parameters,
+        "compression_ratio": summary and summary.compression_ratio,
+        "epoch_seconds": summary and summary.epoch_seconds,
     }
 
 
@@ -92,7 +88,7 @@ def load_run_dir(path: str | Path) -> dict[str, Any]:
         if not (path / file).is_file():
             raise FileNotFoundError(f"run directory {str(path)!r} has no {file}")
     config = json.loads((path / "config.json").read_text())
-    summary = json.loads((path / "summary.json").read_text())
+    summary = TrainSummary.from_dict(json.loads((path / "summary.json").read_text()))
     return make_record(path.name, config, summary, output=str(path))
 
 
@@ -154,7 +150,7 @@ def _grid(records: Sequence[dict[str, Any]]
 
 
 def sweep_table(records: Sequence[dict[str, Any]]) -> str:
-    r"""The reference table as markdown: rows = TT rank, columns = parts, cells = test
+    r"""The rank x parts table as markdown: rows = TT rank, columns = parts, cells = test
     accuracy mean ± std (``failed`` for a failed cell), last column the parameter reduction
     versus a full table (a range when it varies with parts, as for ``hierarchical`` whose
     ``tt_p_shapes`` depend on ``p1``), then one row per full-table record.

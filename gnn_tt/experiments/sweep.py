@@ -1,5 +1,6 @@
 r"""Partition-granularity sweeps: ``gnn-tt sweep`` trains a grid of TT ranks x partition
-counts (plus a full-table baseline) and renders the reference table and plot.
+counts (plus a full-table baseline) and renders the test accuracy of every cell as a
+rank x parts table and plot.
 
 Example::
 
@@ -14,13 +15,10 @@ failing cell is recorded with its error and the sweep goes on. After
 every cell, rank 0 rewrites ``sweep.json`` (every run), ``sweep.csv``, ``sweep.md`` and
 ``sweep.png`` (rendered by :mod:`gnn_tt.experiments.report`).
 
-The ``parts`` axis: ``0`` is the dataset's original order for both methods. For
-``metis-flat``, ``parts = k`` of one k-way METIS partition (the reference's axis), with the
-base config's ``tt_p_shapes``. For ``hierarchical``, ``parts = p1``, the number of top-level
-parts: the remaining ``d - 1`` row factors are the most balanced integers whose product is at
-least ``ceil(slack * num_nodes / p1)`` (each top-level part holds ``p2 * ... * pd`` rows,
-``slack`` leaves room for METIS's imbalance), see :func:`hierarchical_p_shapes`; ``d`` is the
-length of the base config's ``tt_p_shapes`` (3 when unset).
+The columns are positions on the ``parts`` axis (:mod:`gnn_tt.experiments.parts`): ``0`` is
+the dataset's original order, otherwise the ``k`` of ``metis-flat`` or the ``p1`` top-level
+parts of ``hierarchical``, whose row factors give each top-level part ``slack`` times the rows
+its share of the nodes needs.
 
 Under ``torchrun`` every rank runs every cell (the training is data parallel); rank 0 decides
 which cells are cached and the ranks all-reduce a failure flag after each cell, so all ranks
@@ -31,7 +29,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import sys
 import traceback
@@ -43,15 +40,16 @@ import torch
 from tqdm import tqdm
 
 from gnn_tt.common import distributed
-from gnn_tt.training.config import TrainConfig, add_config_args, config_from_args, load_yaml
+from gnn_tt.embedding.tt_shapes import PARTITION_ROWS
+from gnn_tt.experiments.parts import layout_at
 from gnn_tt.experiments.report import make_record, sweep_title, write_outputs
+from gnn_tt.training.config import (LOCATION_FIELDS, TrainConfig, add_config_args,
+                                    config_from_args, load_yaml)
+from gnn_tt.training.summary import TrainSummary
+from partition import PARTITIONING_METHODS
 
-METHODS = ("metis-flat", "hierarchical")
-# Config fields that locate or pace a run rather than define its result: ignored when matching
-# a cached cell (unlike TrainConfig's RUNTIME_FIELDS, ``runs`` and ``device`` do count here).
-_LOCATION_FIELDS = ("output", "resume", "cache_dir", "root", "num_threads")
-
-Runner = Callable[[TrainConfig], dict]
+# Trains one cell: the job's summary, or (stand-ins in tests) its summary.json content.
+Runner = Callable[[TrainConfig], "TrainSummary | dict[str, Any]"]
 
 
 @dataclass
@@ -61,19 +59,20 @@ class SweepConfig:
 
     Args:
         ranks (tuple[int, ...]): TT ranks, one table row each.
-        partitions (tuple[int, ...]): partition counts, one table column each (``0`` =
-            original order; ``k`` for ``metis-flat``, ``p1`` for ``hierarchical``).
-        method (str, optional): ``"metis-flat"`` or ``"hierarchical"``.
+        partitions (tuple[int, ...]): positions on the parts axis, one table column each
+            (``0`` = original order; see :mod:`gnn_tt.experiments.parts`).
+        method (str, optional): one of :data:`partition.PARTITIONING_METHODS`.
             (default: ``"metis-flat"``)
         full (bool, optional): also train the full-table baseline row. (default: ``True``)
         slack (float, optional): row capacity over ``num_nodes`` for the ``hierarchical``
-            ``tt_p_shapes``. (default: ``1.05``)
+            ``tt_p_shapes``. (default: the ``row_slack`` of
+            :data:`~gnn_tt.embedding.tt_shapes.PARTITION_ROWS`)
     """
     ranks: tuple[int, ...]
     partitions: tuple[int, ...]
     method: str = "metis-flat"
     full: bool = True
-    slack: float = 1.05
+    slack: float = PARTITION_ROWS.row_slack
 
     def __post_init__(self) -> None:
         self.ranks, self.partitions = tuple(self.ranks), tuple(self.partitions)
@@ -85,9 +84,9 @@ class SweepConfig:
                 raise ValueError(f"SweepConfig: '{name}' must be integers >= {low}, got {bad}")
             if len(set(values)) != len(values):
                 raise ValueError(f"SweepConfig: '{name}' has duplicates: {list(values)}")
-        if self.method not in METHODS:
+        if self.method not in PARTITIONING_METHODS:
             raise ValueError(f"SweepConfig: unknown method {self.method!r}; "
-                             f"valid methods: {', '.join(METHODS)}")
+                             f"valid methods: {', '.join(PARTITIONING_METHODS)}")
         if not self.slack >= 1.0:
             raise ValueError(f"SweepConfig: 'slack' must be >= 1, got {self.slack}")
 
@@ -101,32 +100,6 @@ class Cell:
     parts: int | None = None
 
 
-def balanced_factors(n: int, k: int) -> tuple[int, ...]:
-    """The ``k`` most balanced positive integers (largest first) whose product is >= ``n``."""
-    factors = []
-    for left in range(k, 0, -1):
-        f = max(1, math.ceil(round(n ** (1.0 / left), 9)))
-        factors.append(f)
-        n = math.ceil(n / f)
-    return tuple(sorted(factors, reverse=True))
-
-
-def hierarchical_p_shapes(num_nodes: int, p1: int, num_cores: int = 3,
-                          slack: float = 1.05) -> tuple[int, ...]:
-    r"""Row factors for ``hierarchical`` with ``p1`` top-level parts: ``(p1, p2, ..., pd)``
-    with ``p2 * ... * pd >= ceil(slack * num_nodes / p1)`` as balanced as possible.
-
-    Example: ``hierarchical_p_shapes(2_449_029, 125)`` gives ``(125, 144, 143)``.
-    """
-    if not 1 <= p1 <= num_nodes:
-        raise ValueError(f"hierarchical_p_shapes: p1 must be in [1, num_nodes={num_nodes}], "
-                         f"got {p1}")
-    if num_cores < 2:
-        raise ValueError(f"hierarchical_p_shapes: num_cores must be >= 2, got {num_cores}")
-    capacity = math.ceil(slack * num_nodes / p1)
-    return (p1, *balanced_factors(capacity, num_cores - 1))
-
-
 def build_cells(sweep: SweepConfig, base: TrainConfig, num_nodes: int) -> list[Cell]:
     """The cells of the grid (rank-major, parts in the given order), then the full table."""
     too_many = [k for k in sweep.partitions if k > num_nodes]
@@ -134,21 +107,12 @@ def build_cells(sweep: SweepConfig, base: TrainConfig, num_nodes: int) -> list[C
         raise ValueError(f"sweep: partitions {too_many} exceed the number of nodes "
                          f"({num_nodes}) of dataset {base.dataset!r}")
     root = Path(base.output)
-    num_cores = len(base.tt_p_shapes) if base.tt_p_shapes else 3
+    policy = dataclasses.replace(PARTITION_ROWS, row_slack=sweep.slack)
     cells = []
     for rank in sweep.ranks:
         for parts in sweep.partitions:
-            if parts == 0:
-                name, changes = f"tt-r{rank}-original", {"partition": "original",
-                                                         "num_parts": None}
-            elif sweep.method == "metis-flat":
-                name = f"tt-r{rank}-metis-flat-p{parts}"
-                changes = {"partition": "metis-flat", "num_parts": parts}
-            else:
-                name = f"tt-r{rank}-hierarchical-p{parts}"
-                changes = {"partition": "hierarchical", "num_parts": None,
-                           "tt_p_shapes": hierarchical_p_shapes(num_nodes, parts, num_cores,
-                                                                sweep.slack)}
+            changes = layout_at(sweep.method, parts, base, num_nodes, policy)
+            name = f"tt-r{rank}-{changes['partition']}" + (f"-p{parts}" if parts else "")
             config = dataclasses.replace(base, emb="tt", tt_rank=rank,
                                          output=str(root / "cells" / name), **changes)
             cells.append(Cell(name, config, rank, parts))
@@ -161,9 +125,9 @@ def build_cells(sweep: SweepConfig, base: TrainConfig, num_nodes: int) -> list[C
 
 
 def _normalized(d: dict[str, Any]) -> dict[str, Any]:
-    """JSON round trip (tuples -> lists), minus the location fields."""
+    """JSON round trip (tuples -> lists), minus the fields that change no result."""
     return {k: v for k, v in json.loads(json.dumps(d, default=str)).items()
-            if k not in _LOCATION_FIELDS}
+            if k not in LOCATION_FIELDS}
 
 
 def cached_summary(cell: Cell) -> dict[str, Any] | None:
@@ -294,11 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--partitions", default="0,4,16,256,800,1600,3200",
                        help="parts, the columns: 0 = original order, else k (metis-flat) or p1 "
                             "(hierarchical) (default: 0,4,16,256,800,1600,3200)")
-    group.add_argument("--method", default="metis-flat",
-                       help=f"{' | '.join(METHODS)} (default: metis-flat)")
+    group.add_argument("--method", default=SweepConfig.method,
+                       help=f"{' | '.join(PARTITIONING_METHODS)} (default: "
+                            f"{SweepConfig.method})")
     group.add_argument("--no-full", action="store_true", help="skip the full-table row")
-    group.add_argument("--slack", type=float, default=1.05,
-                       help="hierarchical: row capacity over num_nodes (default: 1.05)")
+    group.add_argument("--slack", type=float, default=SweepConfig.slack,
+                       help=f"hierarchical: row capacity over num_nodes (default: "
+                            f"{SweepConfig.slack})")
     add_config_args(parser)
     return parser
 

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from gnn_tt.common.checks import check_positive_int
 from gnn_tt.data.graph import CSRGraph
 from gnn_tt.sampling.sampler import Block
 
@@ -72,8 +73,7 @@ class BlockGNN(nn.Module, ABC):
         name = self.__class__.__name__
         for arg, value in (("in_channels", in_channels), ("hidden_channels", hidden_channels),
                            ("out_channels", out_channels), ("num_layers", num_layers)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"'{name}' needs a positive integer {arg}, got {value!r}")
+            check_positive_int(arg, value, name)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"'{name}' needs dropout in [0, 1), got {dropout!r}")
         self.in_channels = in_channels
@@ -150,8 +150,7 @@ class BlockGNN(nn.Module, ABC):
             raise ValueError(f"'{name}' expects x_all of shape [{graph.num_nodes}, "
                              f"{self.in_channels}] (graph.num_nodes, in_channels), got "
                              f"{list(x_all.shape)}")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"'{name}' needs a positive integer batch_size, got {batch_size!r}")
+        check_positive_int("batch_size", batch_size, name)
         if graph.num_nodes == 0:
             raise ValueError(f"'{name}' cannot run inference on an empty graph (num_nodes=0)")
         if device is None:

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from gnn_tt.common.checks import check_positive_int
 from gnn_tt.data.graph import CSRGraph
 from gnn_tt.sampling.sampler import MiniBatch
 from .block_gnn import BlockGNN
@@ -84,9 +85,7 @@ class NodeClassifier(nn.Module):
         if graph.num_nodes != self.node_input.num_nodes:
             raise ValueError(f"'{self.__class__.__name__}': graph has {graph.num_nodes} nodes "
                              f"but the input layer has {self.node_input.num_nodes}")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"'{self.__class__.__name__}' needs a positive integer "
-                             f"batch_size, got {batch_size!r}")
+        check_positive_int("batch_size", batch_size, self.__class__.__name__)
         dtype = next(self.gnn.parameters()).dtype
         x_all = torch.empty(graph.num_nodes, self.node_input.embedding_dim,
                             dtype=dtype)                                     # [N, D] host

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn import GATConv
 
+from gnn_tt.common.checks import check_positive_int
 from .block_gnn import BlockGNN
 
 NORMS = ("batch", "layer", "none")
@@ -56,9 +57,7 @@ class GAT(BlockGNN):
                  num_layers: int = 3, heads: int = 4, dropout: float = 0.5,
                  attn_dropout: float = 0.0, residual: bool = True, norm: str = "batch") -> None:
         super().__init__(in_channels, hidden_channels, out_channels, num_layers, dropout)
-        if not isinstance(heads, int) or isinstance(heads, bool) or heads < 1:
-            raise ValueError(f"'{self.__class__.__name__}' needs a positive integer heads, "
-                             f"got {heads!r}")
+        check_positive_int("heads", heads, self.__class__.__name__)
         if not 0.0 <= attn_dropout < 1.0:
             raise ValueError(f"'{self.__class__.__name__}' needs attn_dropout in [0, 1), "
                              f"got {attn_dropout!r}")

@@ -116,7 +116,8 @@ class NeighborLoader:
             raise ValueError(f"'{name}': pin_memory applies to batches sampled on the CPU, "
                              f"the graph is on {self.sampler.device}")
         self.seeds = seeds.long().cpu()
-        # Checked once here rather than per batch in the middle of an epoch.
+        # Checked once here, so the batches skip the sampler's per-batch checks (and their
+        # host syncs): every batch is a slice of a permutation of these seeds.
         if self.seeds.numel():
             lo, hi = int(self.seeds.min()), int(self.seeds.max())
             if lo < 0 or hi >= graph.num_nodes:
@@ -158,7 +159,7 @@ class NeighborLoader:
                                 self.sampler.device)
         bounds = batch_bounds(share.numel(), self.batch_size, len(self))
         for lo, hi in zip(bounds[:-1], bounds[1:]):
-            batch = self.sampler.sample(share[lo:hi], gen)
+            batch = self.sampler.sample_trusted(share[lo:hi], gen)
             yield batch.pin_memory() if self.pin_memory else batch
 
     def __iter__(self) -> Iterator[MiniBatch]:

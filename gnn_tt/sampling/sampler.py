@@ -177,20 +177,38 @@ class NeighborSampler:
         if generator is not None and generator.device.type != self.device.type:
             raise ValueError(f"'{self.__class__.__name__}': generator is on {generator.device}, "
                              f"the graph on {self.device}; they must match")
+        return self._locked_sample(seeds, generator, check_distinct=True)
+
+    def sample_trusted(self, seeds: Tensor, generator: torch.Generator | None = None
+                       ) -> MiniBatch:
+        r""":meth:`sample` without its checks, for a caller that validated its seeds once up
+        front (:class:`~gnn_tt.sampling.loader.NeighborLoader` does, at construction): it
+        saves the two host syncs per batch of the range and distinctness checks.
+
+        Args:
+            seeds (torch.Tensor): distinct int64 node ids in ``[0, num_nodes)`` on the
+                graph's device; anything else is undefined behaviour.
+            generator (torch.Generator, optional): on the graph's device.
+        """
+        return self._locked_sample(seeds, generator, check_distinct=False)
+
+    def _locked_sample(self, seeds: Tensor, generator: torch.Generator | None,
+                       check_distinct: bool) -> MiniBatch:
         with self._lock:
             try:
-                return self._sample(seeds, generator)
+                return self._sample(seeds, generator, check_distinct)
             except BaseException:
                 self._local.fill_(_UNSET)  # leave a clean table behind an error
                 raise
 
-    def _sample(self, seeds: Tensor, generator: torch.Generator | None) -> MiniBatch:
+    def _sample(self, seeds: Tensor, generator: torch.Generator | None,
+                check_distinct: bool) -> MiniBatch:
         local = self._local
         n = seeds.numel()
         # Local ids of the seeds; a duplicate seed would leave one of its slots overwritten.
         arange_n = torch.arange(n, dtype=torch.int32, device=self.device)
         local.scatter_(0, seeds, arange_n)
-        if n and not bool((local.index_select(0, seeds) == arange_n).all()):
+        if check_distinct and n and not bool((local.index_select(0, seeds) == arange_n).all()):
             raise ValueError(f"'{self.__class__.__name__}': seeds must be distinct node ids, "
                              f"got duplicates")
         n_id = seeds

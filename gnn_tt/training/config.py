@@ -9,7 +9,7 @@ Example::
     from gnn_tt.training.train import run
 
     summary = run(TrainConfig(dataset="npz:../shared/data/cora.npz", model="sage", epochs=5))
-    print(summary["test_acc"]["mean"])
+    print(summary.test_acc.mean)
 """
 from __future__ import annotations
 
@@ -26,9 +26,11 @@ from typing import Any, Sequence
 
 import yaml
 
+from gnn_tt.common.checks import check_positive_int
+from gnn_tt.embedding.node_input import KINDS as EMBEDDING_KINDS
+from partition import METHODS as PARTITION_METHODS
+
 MODELS = ("gat", "sage")
-EMBEDDINGS = ("tt", "full", "features")
-PARTITIONS = ("hierarchical", "metis-flat", "original", "random", "rcm")
 TT_INITS = ("gaussian", "ortho")
 GAT_NORMS = ("batch", "layer", "none")
 
@@ -38,14 +40,20 @@ GAT_NORMS = ("batch", "layer", "none")
 # accuracy 0.13 -> 0.57 in 12 epochs).
 DEFAULT_DATASET = "synthetic:nodes=10000,degree=12,classes=16,seed=0"
 
-# Fields that do not change what is trained: a checkpoint written under other values of these
-# can be resumed (a different device, more runs, another output directory ...).
-RUNTIME_FIELDS = frozenset({"root", "output", "resume", "device", "num_threads", "runs",
-                            "cache_dir", "eval_batch_size"})
+# What a field changes, its metadata "kind":
+# - "training": what is trained (every field not marked otherwise);
+# - "runtime": how the job runs and what it reports (another device, more runs, other
+#   evaluation batches), not the model a checkpoint holds: a checkpoint resumes under other
+#   values, but the results may differ;
+# - "location": nothing in the results: where the job reads and writes, how many CPU threads
+#   it uses.
+_FIELD_KINDS = ("training", "runtime", "location")
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
+def _help(text: str, kind: str = "training") -> dict[str, str]:
+    """Field metadata: the CLI help text and the field's kind (see ``_FIELD_KINDS``)."""
+    assert kind in _FIELD_KINDS, kind
+    return {"help": text, "kind": kind}
 
 
 @dataclass
@@ -66,14 +74,15 @@ class TrainConfig:
             (default: ``32``)
         tt_rank (int): inner TT rank R of every core. (default: ``16``)
         tt_p_shapes (tuple of int, optional): row factors, product >= number of nodes
-            (default: chosen from the graph size with ~5% slack).
+            (default: chosen from the graph size by
+            :data:`gnn_tt.embedding.tt_shapes.PARTITION_ROWS`).
         tt_q_shapes (tuple of int, optional): column factors, product == ``emb_dim``
             (default: balanced factors of ``emb_dim``).
         tt_init (str): TT core initialization, ``gaussian`` or ``ortho`` (orthonormal
             columns; needs ``R_{k-1} q_k <= p_k R_k`` for every core, which small graphs with
             rank 16 do not meet). (default: ``"gaussian"``)
-        partition (str): node -> row layout: ``hierarchical``, ``metis-flat``, ``original``,
-            ``random``, ``rcm``. (default: ``"hierarchical"``)
+        partition (str): node -> row layout, one of :data:`partition.METHODS`.
+            (default: ``"hierarchical"``)
         num_parts (int, optional): k of ``metis-flat`` (0 = original order); required by it.
         num_layers (int): GNN layers. (default: ``3``)
         hidden (int): hidden width (per head for GAT). (default: ``32``)
@@ -115,9 +124,10 @@ class TrainConfig:
         "ogbn-products | ogbn-arxiv | ogbn-papers100M | npz:PATH | synthetic-products | "
         "synthetic:nodes=N,degree=D,classes=C,seed=S"))
     root: str | None = field(default=None, metadata=_help(
-        "dataset directory (None: env GNN_TT_DATA or ./data)"))
+        "dataset directory (None: env GNN_TT_DATA or ./data)", "location"))
     model: str = field(default="gat", metadata=_help(f"GNN: {' | '.join(MODELS)}"))
-    emb: str = field(default="tt", metadata=_help(f"input layer: {' | '.join(EMBEDDINGS)}"))
+    emb: str = field(default="tt", metadata=_help(
+        f"input layer: {' | '.join(EMBEDDING_KINDS)}"))
     emb_dim: int = field(default=32, metadata=_help("embedding width D (= prod(tt_q_shapes))"))
     tt_rank: int = field(default=16, metadata=_help("inner TT rank of every core"))
     tt_p_shapes: tuple[int, ...] | None = field(default=None, metadata=_help(
@@ -127,7 +137,7 @@ class TrainConfig:
     tt_init: str = field(default="gaussian", metadata=_help(
         f"TT init: {' | '.join(TT_INITS)} (ortho needs R*q_k <= p_k*R per core)"))
     partition: str = field(default="hierarchical", metadata=_help(
-        f"row layout: {' | '.join(PARTITIONS)}"))
+        f"row layout: {' | '.join(PARTITION_METHODS)}"))
     num_parts: int | None = field(default=None, metadata=_help(
         "k of metis-flat (0 = original order)"))
     num_layers: int = field(default=3, metadata=_help("GNN layers"))
@@ -143,36 +153,39 @@ class TrainConfig:
         "fanouts of evaluation (None: the training fanouts; --eval-fanouts=-1,-1,-1 = exact)"))
     batch_size: int = field(default=128, metadata=_help("seeds per training batch per rank"))
     eval_batch_size: int | None = field(default=None, metadata=_help(
-        "seeds per evaluation batch (None: 2 * batch_size)"))
+        "seeds per evaluation batch (None: 2 * batch_size)", "runtime"))
     epochs: int = field(default=15, metadata=_help("epochs per run"))
-    runs: int = field(default=1, metadata=_help("runs with seeds seed..seed+runs-1"))
+    runs: int = field(default=1, metadata=_help("runs with seeds seed..seed+runs-1",
+                                                "runtime"))
     seed: int = field(default=0, metadata=_help("seed of the first run (rank r adds r)"))
     lr: float = field(default=0.003, metadata=_help("Adam learning rate of the GNN"))
     emb_lr: float | None = field(default=None, metadata=_help(
         "learning rate of the embedding (None: lr)"))
     weight_decay: float = field(default=0.0, metadata=_help("Adam weight decay of the GNN"))
-    device: str = field(default="auto", metadata=_help("auto | cpu | cuda | cuda:N"))
+    device: str = field(default="auto", metadata=_help("auto | cpu | cuda | cuda:N",
+                                                       "runtime"))
     amp: bool = field(default=True, metadata=_help("bf16 autocast on GPU"))
-    num_threads: int = field(default=0, metadata=_help("torch CPU threads (0: default)"))
+    num_threads: int = field(default=0, metadata=_help("torch CPU threads (0: default)",
+                                                       "location"))
     output: str | None = field(default=None, metadata=_help(
-        "output directory (None: runs/<dataset>-<model>-<emb>-<config hash>)"))
+        "output directory (None: runs/<dataset>-<model>-<emb>-<config hash>)", "location"))
     resume: bool = field(default=False, metadata=_help(
-        "continue from OUTPUT/checkpoint.pt if it exists"))
+        "continue from OUTPUT/checkpoint.pt if it exists", "location"))
     cache_dir: str | None = field(default=None, metadata=_help(
-        "partition cache directory (None: cache/partitions)"))
+        "partition cache directory (None: cache/partitions)", "location"))
     eval_every: int = field(default=1, metadata=_help("evaluate every N epochs"))
     layerwise_inference: bool = field(default=False, metadata=_help(
         "final evaluation by layer-wise full-neighbour inference"))
 
     def __post_init__(self) -> None:
         _choice("model", self.model, MODELS)
-        _choice("emb", self.emb, EMBEDDINGS)
-        _choice("partition", self.partition, PARTITIONS)
+        _choice("emb", self.emb, EMBEDDING_KINDS)
+        _choice("partition", self.partition, PARTITION_METHODS)
         _choice("tt_init", self.tt_init, TT_INITS)
         _choice("norm", self.norm, GAT_NORMS)
         for name in ("emb_dim", "tt_rank", "num_layers", "hidden", "heads", "batch_size",
                      "epochs", "runs", "eval_every"):
-            _positive(name, getattr(self, name))
+            check_positive_int(name, getattr(self, name))
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
         if self.num_threads < 0:
@@ -201,7 +214,7 @@ class TrainConfig:
                                      self.num_layers)
         if self.eval_batch_size is None:
             self.eval_batch_size = 2 * self.batch_size
-        _positive("eval_batch_size", self.eval_batch_size)
+        check_positive_int("eval_batch_size", self.eval_batch_size)
         if self.emb_lr is None:
             self.emb_lr = self.lr
         for name in ("tt_p_shapes", "tt_q_shapes"):
@@ -252,6 +265,15 @@ class TrainConfig:
         """Names of the training fields whose values differ between ``self`` and ``other``."""
         a, b = self.training_dict(), other.training_dict()
         return sorted(k for k in a if a[k] != b.get(k))
+
+
+# Fields that do not change what is trained: a checkpoint written under other values of these
+# can be resumed.
+RUNTIME_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig)
+                           if f.metadata["kind"] != "training")
+# Fields that change no result either: a finished run stands for every value of these.
+LOCATION_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig)
+                            if f.metadata["kind"] == "location")
 
 
 def field_names() -> list[str]:
@@ -326,11 +348,6 @@ def parse_config(argv: Sequence[str] | None = None, prog: str = "gnn-tt train") 
 def _choice(name: str, value: str, valid: Sequence[str]) -> None:
     if value not in valid:
         raise ValueError(f"unknown {name} {value!r}; valid values: {', '.join(valid)}")
-
-
-def _positive(name: str, value: int) -> None:
-    if not value >= 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
 
 
 def _prod(values: Sequence[int]) -> int:

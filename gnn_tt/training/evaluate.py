@@ -1,7 +1,8 @@
 """Exact node-classification accuracy across ranks.
 
 Each rank predicts its share of a split; the ranks all-reduce the sums (correct, count), never
-average their ratios (DESIGN.md pitfall: per-rank averages are biased when shares differ).
+average their ratios (docs/design.md, section 3: per-rank averages are biased when the shares
+differ).
 For OGB datasets the predictions are also gathered and scored by ``ogb``'s own ``Evaluator``,
 which must agree with the sums.
 """

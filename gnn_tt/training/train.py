@@ -1,17 +1,20 @@
 """``gnn-tt train``: mini-batch GAT/GraphSAGE training with TT (or full-table) node embeddings.
 
-One entry point for ``python -m gnn_tt.training.train`` and ``torchrun --nproc-per-node N -m
-gnn_tt.training.train``: under torchrun (``RANK`` set) it joins the process group, each rank trains on
-its share of the training seeds, DDP all-reduces the GNN and TT-core gradients (the host-resident
+One entry point for ``python -m gnn_tt train`` and ``torchrun --nproc-per-node N -m gnn_tt
+train``: under torchrun (``RANK`` set) it joins the process group, each rank trains on its
+share of the training seeds, DDP all-reduces the GNN and TT-core gradients (the host-resident
 full table syncs its sparse gradient itself), rank 0 alone prints, logs and writes files.
 
-Output directory: ``config.json``, ``metrics.jsonl`` (one JSON object per evaluated epoch),
+Output directory: ``config.json``, ``metrics.jsonl`` (one JSON object per epoch),
 ``summary.json`` and ``checkpoint.pt`` (rewritten atomically after every epoch).
+
+The loop itself has no test or benchmark hooks: callers register epoch-end callbacks
+(:mod:`gnn_tt.training.callbacks`), and :func:`main` installs those the environment asks for.
 """
 from __future__ import annotations
 
 import copy
-import json
+import dataclasses
 import math
 import os
 import random
@@ -24,30 +27,26 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
 from gnn_tt.common import distributed as dist
-from gnn_tt.training.checkpoint import (CHECKPOINT_NAME, CheckpointError, load_checkpoint, rng_state,
-                               save_checkpoint, set_rng_state)
-from gnn_tt.training.config import TrainConfig, parse_config
-from gnn_tt.data import GraphDataset, load_dataset
-from gnn_tt.common.precision import autocast
-from gnn_tt.training.evaluate import evaluate_full, evaluate_sampled
-from gnn_tt.common.io import atomic_write_json, atomic_write_text, tensor_digest
+from gnn_tt.common.io import atomic_write_json, tensor_digest
 from gnn_tt.common.memory import peak_memory_bytes
-from gnn_tt.common.table import format_table
+from gnn_tt.common.precision import autocast
+from gnn_tt.data import CSRGraph, GraphDataset, load_dataset
 from gnn_tt.embedding import build_node_input
+from gnn_tt.embedding.tt_shapes import PARTITION_ROWS, choose_tt_shapes
 from gnn_tt.models import GAT, GraphSAGE, NodeClassifier, wrap_ddp
 from gnn_tt.sampling import NeighborLoader
+from gnn_tt.training.callbacks import Callback, env_callbacks
+from gnn_tt.training.checkpoint import CheckpointError, Checkpointer, set_rng_state
+from gnn_tt.training.config import TrainConfig, parse_config
+from gnn_tt.training.epoch import RunParts, train_epoch
+from gnn_tt.training.evaluate import evaluate_full, evaluate_sampled
+from gnn_tt.training.run_state import EpochRecord, RunState
+from gnn_tt.training.summary import AccuracyStats, RunResult, TrainSummary, format_summary
 from partition import assign_rows
-
-# Test hook: "RANK:EPOCH" makes that rank die (os._exit) right after epoch EPOCH's checkpoint on
-# the first attempt (TORCHELASTIC_RESTART_COUNT unset or 0): simulates a killed worker.
-FAIL_ENV = "GNN_TT_FAIL_AFTER_EPOCH"
-# Slack of the TT row grid over the node count, so the hierarchical layout has room to balance.
-ROW_SLACK = 1.05
 
 
 def resolve_device(name: str) -> torch.device:
@@ -82,15 +81,13 @@ class Layout:
 
 
 def tt_shapes(config: TrainConfig, num_nodes: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Row and column factors: the config's, else balanced ones with ~5% row slack."""
-    from gnn_tt.embedding.tt_shapes import suggest_tt_shapes
-
-    d = len(config.tt_p_shapes or config.tt_q_shapes or (0, 0, 0))
-    p = config.tt_p_shapes or tuple(suggest_tt_shapes(math.ceil(num_nodes * ROW_SLACK), d))
-    q = config.tt_q_shapes or tuple(suggest_tt_shapes(config.emb_dim, d, allow_round_up=False))
+    """Row and column factors: the config's, else those chosen for a partition-laid-out table
+    (:data:`~gnn_tt.embedding.tt_shapes.PARTITION_ROWS`)."""
+    p, q = choose_tt_shapes(num_nodes, config.emb_dim, PARTITION_ROWS,
+                            p_shapes=config.tt_p_shapes, q_shapes=config.tt_q_shapes)
     if math.prod(p) < num_nodes:
         raise ValueError(f"tt_p_shapes {p} give {math.prod(p)} rows < {num_nodes} nodes")
-    return tuple(p), tuple(q)
+    return p, q
 
 
 def build_layout(config: TrainConfig, dataset: GraphDataset, device: torch.device) -> Layout:
@@ -165,93 +162,73 @@ def make_optimizers(config: TrainConfig, model: NodeClassifier) -> dict[str, tor
     return optimizers
 
 
-def _fail_hook(epoch: int) -> None:
-    spec = os.environ.get(FAIL_ENV)
-    if not spec or int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) != 0:
-        return
-    fail_rank, fail_epoch = (int(v) for v in spec.split(":"))
-    if dist.rank() == fail_rank and epoch == fail_epoch:
-        print(f"[{FAIL_ENV}] rank {fail_rank} exits after epoch {epoch}", file=sys.stderr,
-              flush=True)
-        os._exit(17)
-
-
-def _epoch_line(record: dict[str, Any]) -> str:
-    line = (f"run {record['run']} epoch {record['epoch']}: loss {record['loss']:.4f}, "
-            f"{record['epoch_seconds']:.2f} s")
-    if "val_acc" in record:
-        line += f", val {record['val_acc']:.4f}, test {record['test_acc']:.4f}"
-    return line
-
-
-def _stats(values: Sequence[float]) -> dict[str, Any]:
-    return {"mean": statistics.fmean(values),
-            "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "runs": list(values)}
-
-
 @dataclass
-class RunParts:
-    """What one run trains: the model, its DDP wrapper (the model itself in one process),
-    the optimizers (``gnn``, ``emb``) and the training loader."""
+class TrainData:
+    r"""The job's data, where training reads it.
 
-    model: NodeClassifier
-    ddp_model: torch.nn.Module
-    optimizers: dict[str, torch.optim.Optimizer]
-    loader: NeighborLoader
+    Args:
+        dataset (GraphDataset): the dataset, on the host.
+        layout (Layout): the TT row layout (empty for the other inputs).
+        graph (CSRGraph): the graph the samplers read. The sampler runs where the graph lives:
+            on the GPU when training on one, else on the host.
+        y (Tensor): int64 labels of every node, on the training device.
+        splits (dict): ``val`` and ``test`` node ids, on the host.
+        pin_memory (bool): pin batches sampled on the host for a GPU, so their copies overlap
+            with compute.
+
+    Shapes:
+        - y: [N]
+    """
+
+    dataset: GraphDataset
+    layout: Layout
+    graph: CSRGraph
+    y: Tensor
+    splits: dict[str, Tensor]
+    pin_memory: bool
+
+    @classmethod
+    def load(cls, config: TrainConfig, device: torch.device) -> TrainData:
+        """Load ``config.dataset`` and build its layout (collective under torchrun, see
+        :func:`build_layout`).
+
+        Raises:
+            ValueError: ``config.batch_size`` exceeds the training split.
+        """
+        dataset = load_dataset(config.dataset, config.root)
+        ntrain = dataset.train_idx.numel()
+        if config.batch_size > ntrain:
+            raise ValueError(f"batch_size={config.batch_size} is larger than the training split "
+                             f"of {dataset.name} ({ntrain} nodes)")
+        layout = build_layout(config, dataset, device)
+        graph = dataset.graph.to(device) if device.type == "cuda" else dataset.graph
+        return cls(dataset, layout, graph, dataset.y.to(device),
+                   {"val": dataset.valid_idx, "test": dataset.test_idx},
+                   pin_memory=graph.device.type == "cpu" and device.type == "cuda")
 
 
 class Trainer:
-    """State of one job: data, layout and output; :meth:`fit_run` trains one seed."""
+    r"""One training job: :meth:`fit` trains ``config.runs`` runs (seeds) and writes the
+    output directory; rank 0 alone prints and writes files.
 
-    def __init__(self, config: TrainConfig, device: torch.device) -> None:
+    Args:
+        config (TrainConfig): the job.
+        device (torch.device): this rank's device.
+        callbacks (list of Callback, optional): called on every rank after each epoch, once
+            its checkpoint is on disk. (default: none)
+    """
+
+    def __init__(self, config: TrainConfig, device: torch.device,
+                 callbacks: Sequence[Callback] = ()) -> None:
         self.config, self.device = config, device
-        self.main = dist.is_main()
+        self.callbacks = list(callbacks)
         self.out = Path(config.output)
-        self.ckpt_path = self.out / CHECKPOINT_NAME
-        self.progress = self.main and sys.stderr.isatty()
-        self.dataset = load_dataset(config.dataset, config.root)
-        ntrain = self.dataset.train_idx.numel()
-        if config.batch_size > ntrain:
-            raise ValueError(f"batch_size={config.batch_size} is larger than the training split "
-                             f"of {self.dataset.name} ({ntrain} nodes)")
-        self.layout = build_layout(config, self.dataset, device)
-        # The sampler runs where the graph lives: on the GPU when training on one. Batches
-        # sampled on the host for a GPU are pinned, so their copies overlap with compute.
-        self.graph = self.dataset.graph.to(device) if device.type == "cuda" else self.dataset.graph
-        self.pin_memory = self.graph.device.type == "cpu" and device.type == "cuda"
-        self.y = self.dataset.y.to(device)
-        self.splits = {"val": self.dataset.valid_idx, "test": self.dataset.test_idx}
-        self.history: list[dict[str, Any]] = []
-        self.finished: list[dict[str, Any]] = []
-
-    # --- checkpoints -------------------------------------------------------------------------
-
-    def restore(self) -> dict[str, Any] | None:
-        """The checkpoint to continue from, when resuming (``--resume`` or a torchrun restart)."""
-        restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
-        if not (self.config.resume or restarted) or not self.ckpt_path.exists():
-            return None
-        state = load_checkpoint(self.ckpt_path, self.config, self.layout.digest)
-        self.history, self.finished = state["history"], state["finished_runs"]
-        return state
-
-    def save(self, run: int, epoch: int, model: NodeClassifier,
-             optimizers: dict[str, torch.optim.Optimizer], run_state: dict[str, Any]) -> None:
-        rngs = [rng_state()]
-        if dist.world_size() > 1:
-            rngs = [None] * dist.world_size()
-            torch.distributed.all_gather_object(rngs, rng_state())
-        if self.main:
-            save_checkpoint(self.ckpt_path, {
-                "config": self.config.to_dict(), "row_assignment_hash": self.layout.digest,
-                "run": run, "epoch": epoch, "model": model.state_dict(),
-                "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
-                "rng": rngs, "run_state": run_state, "finished_runs": self.finished,
-                "history": self.history})
-            atomic_write_text(self.out / "metrics.jsonl",
-                              "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.history))
-        dist.barrier()  # the checkpoint is on disk before any rank moves on (or dies)
+        self.progress = dist.is_main() and sys.stderr.isatty()
+        self.data = TrainData.load(config, device)
+        self.checkpoints = Checkpointer(self.out, config, self.data.layout.digest)
+        self.history: list[EpochRecord] = []
+        self.finished: list[RunResult] = []
+        self.model: NodeClassifier | None = None  # the last run's, which the summary counts
 
     # --- one run -----------------------------------------------------------------------------
 
@@ -259,170 +236,147 @@ class Trainer:
         """Model, DDP wrapper, optimizers and train loader of run ``run``, seeded with
         ``seed + run`` (the same on every rank), then the global RNG reseeded with
         ``seed + run + rank`` (dropout differs per rank)."""
-        cfg, device = self.config, self.device
+        cfg, device, data = self.config, self.device, self.data
         run_seed = cfg.seed + run
         seed_everything(run_seed)
-        model = build_model(cfg, self.dataset, self.layout, device, run_seed)
+        model = build_model(cfg, data.dataset, data.layout, device, run_seed)
         parts = RunParts(model, distribute(model, device), make_optimizers(cfg, model),
-                         NeighborLoader(self.graph, self.dataset.train_idx, cfg.fanouts,
+                         NeighborLoader(data.graph, data.dataset.train_idx, cfg.fanouts,
                                         cfg.batch_size, shuffle=True, rank=dist.rank(),
                                         world_size=dist.world_size(), seed=run_seed,
                                         drop_last=False, prefetch=1,
-                                        pin_memory=self.pin_memory))
+                                        pin_memory=data.pin_memory))
         seed_everything(run_seed + dist.rank())
         return parts
 
-    def fit_run(self, run: int, resume: dict[str, Any] | None) -> dict[str, Any]:
-        """Train run ``run`` (continuing from ``resume`` when it stopped inside this run) and
-        return its result: best validation accuracy and the test accuracy at that epoch."""
-        cfg, device = self.config, self.device
-        run_seed = cfg.seed + run
+    def fit_run(self, run: int, resume: dict[str, Any] | None) -> RunResult:
+        """Train run ``run`` (continuing from the checkpoint ``resume`` when it stopped inside
+        this run) and return its result."""
         parts = self.setup_run(run)
-        model, optimizers = parts.model, parts.optimizers
-        run_state: dict[str, Any] = {"best_val": -1.0, "best_test": 0.0, "best_epoch": -1,
-                                     "epoch_seconds": [], "best_model": None}
-        start = 0
+        state, start = RunState(), 0
         if resume is not None and resume["run"] == run and resume["epoch"] > 0:
-            model.load_state_dict(resume["model"])
-            for k, o in optimizers.items():
+            parts.model.load_state_dict(resume["model"])
+            for k, o in parts.optimizers.items():
                 o.load_state_dict(resume["optimizers"][k])
             set_rng_state(resume["rng"][dist.rank()])
-            run_state, start = resume["run_state"], resume["epoch"]
-        y = self.y
-        for epoch in range(start, cfg.epochs):
-            loss, seconds = self.train_epoch(parts, epoch, desc=f"run {run} epoch {epoch}")
-            if not math.isfinite(loss):
-                raise FloatingPointError(
-                    f"loss is {loss} in run {run} epoch {epoch}; stopping. The last good "
-                    f"checkpoint ({self.ckpt_path}, after epoch {epoch - 1}) is kept")
-            sync_buffers(model)
-            run_state["epoch_seconds"].append(seconds)
-            record = {"run": run, "epoch": epoch, "loss": loss, "epoch_seconds": seconds}
-            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-                acc = evaluate_sampled(model, self.graph, y, self.splits, cfg.eval_fanouts,
-                                       cfg.eval_batch_size, device, cfg.amp, seed=run_seed,
-                                       ogb_name=self.dataset.ogb_name,
-                                       pin_memory=self.pin_memory)
-                record.update(val_acc=acc["val"], test_acc=acc["test"])
-                if acc["val"] > run_state["best_val"]:
-                    run_state.update(best_val=acc["val"], best_test=acc["test"], best_epoch=epoch)
-                    if cfg.layerwise_inference:
-                        run_state["best_model"] = copy.deepcopy(model.state_dict())
-            self.history.append(record)
-            if self.main:
-                tqdm.write(_epoch_line(record))
-            self.save(run, epoch + 1, model, optimizers, run_state)
-            _fail_hook(epoch)
-        result = {"run": run, "seed": run_seed, "val_acc": run_state["best_val"],
-                  "test_acc": run_state["best_test"], "best_epoch": run_state["best_epoch"],
-                  "epoch_seconds": statistics.fmean(run_state["epoch_seconds"])}
-        if cfg.layerwise_inference:
-            model.load_state_dict(run_state["best_model"])
-            acc = evaluate_full(lambda: self.predict_all(model), self.dataset.y, self.splits,
-                                self.dataset.ogb_name)
-            result.update(val_acc=acc["val"], test_acc=acc["test"],
-                          sampled_val_acc=run_state["best_val"],
-                          sampled_test_acc=run_state["best_test"])
+            state, start = RunState.from_dict(resume["run_state"]), resume["epoch"]
+        for epoch in range(start, self.config.epochs):
+            record = self.fit_epoch(parts, run, epoch, state)
+            self.checkpoints.save(run, epoch + 1, parts.model, parts.optimizers, state,
+                                  self.finished, self.history)
+            for callback in self.callbacks:
+                callback.on_epoch_end(record)
+        result = self.run_result(run, parts.model, state)
         self.finished.append(result)
-        self.model = model
-        self.save(run + 1, 0, model, optimizers, {})
+        self.model = parts.model
+        self.checkpoints.save(run + 1, 0, parts.model, parts.optimizers, None, self.finished,
+                              self.history)
         return result
 
-    def train_epoch(self, parts: RunParts, epoch: int, desc: str = "",
-                    max_batches: int | None = None) -> tuple[float, float]:
-        """One pass over this rank's share of the training seeds (or its first
-        ``max_batches`` batches, for benchmarks).
+    def fit_epoch(self, parts: RunParts, run: int, epoch: int, state: RunState) -> EpochRecord:
+        """Train epoch ``epoch`` of run ``run``, evaluate it when due, and record it in
+        ``state`` and the history.
 
-        Returns:
-            (mean training loss over all ranks' seeds, wall seconds of the slowest rank).
+        Raises:
+            FloatingPointError: the loss is not finite; the checkpoint of the previous epoch
+                stays.
         """
-        ddp_model, model, optimizers, loader = (parts.ddp_model, parts.model, parts.optimizers,
-                                                parts.loader)
-        y = self.y
-        ddp_model.train()
-        loader.set_epoch(epoch)
-        # Loss summed on the device: no host sync per step.
-        total = torch.zeros(2, dtype=torch.float64, device=self.device)  # (sum loss * n, n)
-        t0 = time.perf_counter()
-        bar = tqdm(loader, desc=desc, disable=not self.progress, leave=False,
-                   total=len(loader) if max_batches is None else min(max_batches, len(loader)))
-        for i, batch in enumerate(bar):
-            if max_batches is not None and i == max_batches:
-                break
-            batch = batch.to(self.device, non_blocking=True)
-            target = y[batch.n_id[: batch.batch_size]]  # [batch_size]
-            with autocast(self.device, self.config.amp):
-                logits = ddp_model(batch)  # [batch_size, C]
-            loss = F.cross_entropy(logits.float(), target)
-            for o in optimizers.values():
-                o.zero_grad(set_to_none=True)
-            loss.backward()
-            model.node_input.sync_gradients()
-            for o in optimizers.values():
-                o.step()
-            total[0] += loss.detach().double() * batch.batch_size
-            total[1] += batch.batch_size
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        seconds = torch.tensor([time.perf_counter() - t0], dtype=torch.float64)
-        loss_sum, count = dist.all_reduce_sum(total).tolist()
-        seconds = float(dist.all_reduce_max(seconds.to(self.device)))
-        return loss_sum / max(count, 1.0), seconds
+        cfg, data = self.config, self.data
+        loss, seconds = train_epoch(parts, data.y, epoch, self.device, cfg.amp,
+                                    desc=f"run {run} epoch {epoch}", progress=self.progress)
+        if not math.isfinite(loss):
+            raise FloatingPointError(
+                f"loss is {loss} in run {run} epoch {epoch}; stopping. The last good "
+                f"checkpoint ({self.checkpoints.path}, after epoch {epoch - 1}) is kept")
+        sync_buffers(parts.model)
+        state.epoch_seconds.append(seconds)
+        record = EpochRecord(run, epoch, loss, seconds)
+        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+            acc = evaluate_sampled(parts.model, data.graph, data.y, data.splits, cfg.eval_fanouts,
+                                   cfg.eval_batch_size, self.device, cfg.amp, seed=cfg.seed + run,
+                                   ogb_name=data.dataset.ogb_name, pin_memory=data.pin_memory)
+            record.val_acc, record.test_acc = acc["val"], acc["test"]
+            if state.improve(epoch, acc["val"], acc["test"]) and cfg.layerwise_inference:
+                state.best_model = copy.deepcopy(parts.model.state_dict())
+        self.history.append(record)
+        if dist.is_main():
+            tqdm.write(record.line())
+        return record
+
+    def run_result(self, run: int, model: NodeClassifier, state: RunState) -> RunResult:
+        """The result of a run: its best validation epoch's accuracies, with layer-wise
+        inference those of the best model on the full graph."""
+        result = RunResult(run, self.config.seed + run, state.best_val, state.best_test,
+                           state.best_epoch, statistics.fmean(state.epoch_seconds))
+        if not self.config.layerwise_inference:
+            return result
+        model.load_state_dict(state.best_model)
+        acc = evaluate_full(lambda: self.predict_all(model), self.data.dataset.y,
+                            self.data.splits, self.data.dataset.ogb_name)
+        return dataclasses.replace(result, val_acc=acc["val"], test_acc=acc["test"],
+                                   sampled_val_acc=state.best_val,
+                                   sampled_test_acc=state.best_test)
 
     @torch.no_grad()
     def predict_all(self, model: NodeClassifier) -> Tensor:
         """Logits of every node by layer-wise full-neighbour inference, [N, C] on the host."""
         with autocast(self.device, self.config.amp):
-            return model.inference(self.graph, self.config.eval_batch_size, self.device,
+            return model.inference(self.data.graph, self.config.eval_batch_size, self.device,
                                    progress=self.progress).float()
 
     # --- the job -----------------------------------------------------------------------------
 
-    def summary(self, seconds: float) -> dict[str, Any]:
-        model, cfg = self.model, self.config
+    def summary(self, seconds: float) -> TrainSummary:
+        """The job's summary after ``seconds`` of wall time; collective (the peak memory is
+        the max over the ranks)."""
+        model, cfg, data = self.model, self.config, self.data
         emb_params = sum(p.numel() for p in model.embedding_parameters())
-        full_params = self.dataset.num_nodes * cfg.emb_dim
+        full_params = data.dataset.num_nodes * cfg.emb_dim
         peak = torch.tensor([float(peak_memory_bytes(self.device))], dtype=torch.float64)
         peak = int(dist.all_reduce_max(peak.to(self.device)))
-        epoch_seconds = [r["epoch_seconds"] for r in self.history]
-        return {
-            "dataset": self.dataset.name, "model": cfg.model, "emb": cfg.emb,
-            "test_acc": _stats([r["test_acc"] for r in self.finished]),
-            "val_acc": _stats([r["val_acc"] for r in self.finished]),
-            "runs": self.finished,
-            "epoch_seconds": statistics.fmean(epoch_seconds) if epoch_seconds else 0.0,
-            "embedding_parameters": emb_params,
-            "full_table_parameters": full_params,
-            "compression_ratio": full_params / emb_params if emb_params else None,
-            "gnn_parameters": sum(p.numel() for p in model.gnn_parameters()),
-            "tt_p_shapes": self.layout.tt_p_shapes, "tt_q_shapes": self.layout.tt_q_shapes,
-            "partition_stats": self.layout.stats,
-            "row_assignment_hash": self.layout.digest,
-            "peak_memory_bytes": peak, "world_size": dist.world_size(),
-            "device": str(self.device), "total_seconds": seconds,
-            "dataset_summary": self.dataset.summary(), "output": str(self.out),
-        }
+        epoch_seconds = [r.epoch_seconds for r in self.history]
+        return TrainSummary(
+            test_acc=AccuracyStats.of([r.test_acc for r in self.finished]),
+            val_acc=AccuracyStats.of([r.val_acc for r in self.finished]),
+            embedding_parameters=emb_params,
+            compression_ratio=full_params / emb_params if emb_params else None,
+            epoch_seconds=statistics.fmean(epoch_seconds) if epoch_seconds else 0.0,
+            dataset=data.dataset.name, model=cfg.model, emb=cfg.emb, runs=list(self.finished),
+            full_table_parameters=full_params,
+            gnn_parameters=sum(p.numel() for p in model.gnn_parameters()),
+            tt_p_shapes=data.layout.tt_p_shapes, tt_q_shapes=data.layout.tt_q_shapes,
+            partition_stats=data.layout.stats, row_assignment_hash=data.layout.digest,
+            peak_memory_bytes=peak, world_size=dist.world_size(), device=str(self.device),
+            total_seconds=seconds, dataset_summary=data.dataset.summary(),
+            output=str(self.out))
 
-    def fit(self) -> dict[str, Any]:
+    def fit(self) -> TrainSummary:
+        """Train the runs not finished yet (continuing from the checkpoint when resuming),
+        write ``config.json`` and ``summary.json``, and return the summary on every rank."""
         t0 = time.perf_counter()
-        if self.main:
+        if dist.is_main():
             atomic_write_json(self.out / "config.json", self.config.to_dict())
-        resume = self.restore()
-        first = resume["run"] if resume is not None else 0
+        resume = self.checkpoints.restore()
+        first = 0
+        if resume is not None:
+            self.history = [EpochRecord.from_dict(r) for r in resume["history"]]
+            self.finished = [RunResult.from_dict(r) for r in resume["finished_runs"]]
+            first = resume["run"]
         if first >= self.config.runs and self.finished:
-            self.model = build_model(self.config, self.dataset, self.layout, self.device,
-                                     self.config.seed)
+            # Every run finished before: the summary counts the parameters of a fresh model.
+            self.model = build_model(self.config, self.data.dataset, self.data.layout,
+                                     self.device, self.config.seed)
         for run in range(first, self.config.runs):
             self.fit_run(run, resume)
         summary = self.summary(time.perf_counter() - t0)
-        if self.main:
-            atomic_write_json(self.out / "summary.json", summary)
+        if dist.is_main():
+            atomic_write_json(self.out / "summary.json", summary.to_dict())
         return summary
 
 
-def run(config: TrainConfig) -> dict[str, Any]:
+def run(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> TrainSummary:
     """Train ``config.runs`` runs and write the output directory; returns the summary (on
-    every rank).
+    every rank). ``callbacks`` are called after each epoch (see :class:`Trainer`).
 
     Under torchrun it joins (or creates) the default process group; a group created here is
     destroyed at the end, one created by the caller is left alone, so callers (the sweep) may
@@ -434,39 +388,23 @@ def run(config: TrainConfig) -> dict[str, Any]:
     try:
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
-        return Trainer(config, device).fit()
+        return Trainer(config, device, callbacks).fit()
     finally:
         torch.set_num_threads(threads)
         dist.cleanup(owned)
 
 
-def format_summary(summary: dict[str, Any]) -> str:
-    """The final table: accuracy, embedding size vs a full table, time, output."""
-    def pm(s: dict[str, Any]) -> str:
-        return f"{s['mean']:.4f} ± {s['std']:.4f}"
-
-    ratio = summary["compression_ratio"]
-    row = {"dataset": summary["dataset"], "model": summary["model"], "emb": summary["emb"],
-           "runs": len(summary["runs"]), "val_acc": pm(summary["val_acc"]),
-           "test_acc": pm(summary["test_acc"]),
-           "emb_params": f"{summary['embedding_parameters']:,}",
-           "vs_full_table": "-" if ratio is None else f"{ratio:,.1f}x smaller" if ratio > 1
-           else "full table",
-           "epoch_s": round(summary["epoch_seconds"], 2),
-           "total_s": round(summary["total_seconds"], 1)}
-    return format_table([row]) + f"\noutput: {summary['output']}"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI of ``gnn-tt train``; no arguments runs the embedded default. Exit status 2 for an
-    invalid config, 1 for a failed run."""
+    invalid config, 1 for a failed run. Installs the callbacks the environment asks for
+    (:func:`~gnn_tt.training.callbacks.env_callbacks`)."""
     try:
         config = parse_config(argv)
     except (ValueError, FileNotFoundError) as err:
         print(f"gnn-tt train: error: {err}", file=sys.stderr)
         return 2
     try:
-        summary = run(config)
+        summary = run(config, env_callbacks())
     except (CheckpointError, FloatingPointError, ValueError, FileNotFoundError) as err:
         print(f"gnn-tt train: error: {err}", file=sys.stderr)
         return 1
