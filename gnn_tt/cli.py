@@ -29,11 +29,10 @@ def _usage() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        # `gnn-tt` alone runs the main job on its embedded default, as the README promises.
-        if not argv:
-            return main(["train"])
+        # A bare `gnn-tt` only prints help: typed by accident it must not start (or overwrite)
+        # a run. Exit status 2 (no command given), as argparse does for a missing argument.
         print(_usage())
-        return 0
+        return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         print(f"gnn-tt: unknown command {name!r}; valid commands: {', '.join(COMMANDS)}",

@@ -581,14 +581,14 @@ def _check_inputs(indices: Tensor, cores: Sequence[Tensor], tt_p_shapes: Sequenc
     prev_rank = 1  # R_0
     for k, (core, p, q) in enumerate(zip(cores, tt_p_shapes, tt_q_shapes)):
         if core.dtype != dtype or core.device != device:
-            raise ValueError(f"cores[{k}]: dtype {core.dtype} on {core.device} differs from "
-                             f"cores[0] ({dtype} on {device})")
+            raise ValueError(f"cores[{k}] (core {k + 1} of {d}): dtype {core.dtype} on "
+                             f"{core.device} differs from cores[0] ({dtype} on {device})")
         last = k == d - 1
         if (core.dim() != 4 or tuple(core.shape[:3]) != (prev_rank, p, q)
                 or (last and core.shape[3] != 1)):
             expected = (prev_rank, p, q, 1 if last else f"R_{k + 1}")
-            raise ValueError(f"cores[{k}]: shape {tuple(core.shape)} does not match "
-                             f"(R_{k}, p_{k + 1}, q_{k + 1}, R_{k + 1}) = {expected}")
+            raise ValueError(f"cores[{k}] (core {k + 1} of {d}): shape {tuple(core.shape)} does "
+                             f"not match (R_{k}, p_{k + 1}, q_{k + 1}, R_{k + 1}) = {expected}")
         prev_rank = core.shape[3]
     if indices.dtype not in (torch.int64, torch.int32):
         raise ValueError(f"indices: dtype {indices.dtype} is not an integer index type "

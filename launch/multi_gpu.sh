@@ -3,6 +3,7 @@
 # Env: NPROC (default: the number of GPUs nvidia-smi lists), MAX_RESTARTS (default 3).
 # A worker that dies is restarted by torchrun with the same command line and resumes from
 # OUTPUT/checkpoint.pt (the output directory is derived from the config, so it is the same).
+# Launching a job again into its output directory needs --resume (continue) or --overwrite.
 set -euo pipefail
 if [[ $# -lt 1 || ! -f "$1" ]]; then
   echo "usage: [NPROC=N] $0 CONFIG.yaml [gnn-tt train flags...]  (config file: '${1:-}' not found)" >&2

@@ -3,7 +3,8 @@
 #   NNODES=2 NODE_RANK=0 MASTER_ADDR=node0 MASTER_PORT=29500 launch/multi_node.sh CONFIG.yaml [flags...]
 # Env: NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT (required), NPROC_PER_NODE (default: the
 # number of GPUs), MAX_RESTARTS (default 3). --output must be on a filesystem every node
-# sees, for restarts to find the checkpoint.
+# sees, for restarts to find the checkpoint. Launching a job again into its output directory
+# needs --resume (continue) or --overwrite (start over).
 set -euo pipefail
 if [[ $# -lt 1 || ! -f "$1" ]]; then
   echo "usage: NNODES=.. NODE_RANK=.. MASTER_ADDR=.. MASTER_PORT=.. $0 CONFIG.yaml [flags...]  (config file: '${1:-}' not found)" >&2

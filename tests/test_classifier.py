@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from gnn_tt.sampling.sampler import MiniBatch
 from gnn_tt.embedding import build_node_input
+from gnn_tt.embedding.node_input import KINDS
 from gnn_tt.models import GAT, GraphSAGE, NodeClassifier, wrap_ddp
 from oracle_blocks import full_blocks, tiny_graph
 from two_process import spawn
@@ -14,6 +15,9 @@ from two_process import spawn
 P_SHAPES, Q_SHAPES = [2, 3, 2], [3, 2, 1]  # 12 TT rows for the 10 nodes, D = 6
 LABELS = torch.arange(10) % 3
 RANK_SEEDS = ([0, 4, 7], [2, 4, 9, 5])  # the two ranks' batches (node 4 in both)
+# (kind, feature_proj) of the two-process test: a full table beside projected features mixes
+# the sparse self-synced table with a dense DDP parameter in front of the GNN.
+DDP_MODELS = (("tt", None), ("full", None), ("full+features", 4))
 
 
 def _batch(seeds):
@@ -21,13 +25,14 @@ def _batch(seeds):
     return MiniBatch(n_id, blocks, batch_size=len(seeds))
 
 
-def _model(kind: str) -> NodeClassifier:
+def _model(kind: str, feature_proj: int | None = None) -> NodeClassifier:
     torch.manual_seed(0)
     node_input = build_node_input(kind, num_nodes=10, embedding_dim=6,
                                   row_of_node=torch.arange(10), tt_ranks=2,
                                   tt_p_shapes=P_SHAPES, tt_q_shapes=Q_SHAPES,
-                                  x=torch.randn(10, 6), seed=1)
-    return NodeClassifier(node_input, GraphSAGE(6, 8, 3, num_layers=2, dropout=0.0))
+                                  x=torch.randn(10, 6), feature_proj=feature_proj, seed=1)
+    return NodeClassifier(node_input, GraphSAGE(node_input.embedding_dim, 8, 3, num_layers=2,
+                                                dropout=0.0))
 
 
 def _step(model: NodeClassifier, loss_fn) -> None:
@@ -42,7 +47,7 @@ def _step(model: NodeClassifier, loss_fn) -> None:
         opt.step()
 
 
-@pytest.mark.parametrize("kind", ["tt", "full", "features"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_forward_is_gnn_of_input(kind):
     model = _model(kind).eval()
     batch = _batch([1, 8])
@@ -51,7 +56,8 @@ def test_forward_is_gnn_of_input(kind):
     assert model(batch).shape == (2, 3)
 
 
-@pytest.mark.parametrize("kind,num_embedding", [("tt", 3), ("full", 1), ("features", 0)])
+@pytest.mark.parametrize("kind,num_embedding", [("tt", 3), ("full", 1), ("features", 0),
+                                                ("tt+features", 3), ("full+features", 1)])
 def test_parameter_split(kind, num_embedding):
     model = _model(kind)
     emb, gnn = model.embedding_parameters(), model.gnn_parameters()
@@ -61,10 +67,28 @@ def test_parameter_split(kind, num_embedding):
     assert {id(p) for p in gnn} == {id(p) for p in model.gnn.parameters()}
 
 
+@pytest.mark.parametrize("learnable", ["tt", "full"])
+def test_feature_projection_trains_with_the_gnn(learnable):
+    model = _model(f"{learnable}+features", feature_proj=4)
+    projection = list(model.node_input.projection.parameters())
+    gnn = {id(p) for p in model.gnn_parameters()}
+    assert all(id(p) in gnn for p in projection)
+    assert gnn == {id(p) for p in [*model.gnn.parameters(), *projection]}
+    counts = model.parameter_counts()
+    assert counts["feature_projection"] == 6 * 4 + 4
+    assert counts["gnn"] == sum(p.numel() for p in model.gnn.parameters())
+    assert set(counts) == {"tt_cores" if learnable == "tt" else "full_table",
+                           "feature_projection", "gnn"}
+    assert set(_model("features").parameter_counts()) == {"gnn"}
+
+
 @pytest.mark.parametrize("kind,names", [
     ("tt", ["node_input.row_of_node"]),
     ("full", ["node_input.embedding.weight", "node_input._device_anchor"]),
-    ("features", ["node_input.x"])])
+    ("features", ["node_input.x"]),
+    ("tt+features", ["node_input.learnable.row_of_node", "node_input.features.x"]),
+    ("full+features", ["node_input.learnable.embedding.weight",
+                       "node_input.learnable._device_anchor", "node_input.features.x"])])
 def test_ddp_ignored_names_exist(kind, names):
     model = _model(kind)
     assert model.ddp_ignored_names() == names
@@ -103,8 +127,8 @@ def _loss(model, seeds):
 def _ddp_worker(rank: int, init_file: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     result = {}
-    for kind in ("tt", "full"):
-        model = _model(kind)
+    for kind, proj in DDP_MODELS:
+        model = _model(kind, proj)
         ddp = wrap_ddp(model)
         _step(model, lambda: F.cross_entropy(ddp(_batch(RANK_SEEDS[rank])),
                                              LABELS[RANK_SEEDS[rank]]))
@@ -122,10 +146,10 @@ def _ddp_worker(rank: int, init_file: str, out_dir: str) -> None:
 def test_wrap_ddp_two_processes_equal_single_process_step(tmp_path):
     spawn(_ddp_worker, (str(tmp_path / "init"), str(tmp_path)))
     r0, r1 = (torch.load(tmp_path / f"{r}.pt") for r in (0, 1))
-    for kind in ("tt", "full"):
+    for kind, proj in DDP_MODELS:
         # Replicas identical, and equal to one process stepping on the mean of the ranks'
         # losses (what DDP's and sync_gradients' averaging computes).
-        ref = _model(kind)
+        ref = _model(kind, proj)
         initial = {k: v.detach().clone() for k, v in ref.named_parameters()}
         _step(ref, lambda: (_loss(ref, RANK_SEEDS[0]) + _loss(ref, RANK_SEEDS[1])) / 2)
         for name, value in r0[kind].items():

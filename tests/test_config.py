@@ -44,7 +44,8 @@ def test_differing_fields():
 def test_field_kinds_give_the_runtime_and_location_sets():
     # A finished run stands for other locations only; a checkpoint also resumes under another
     # device, more runs or other evaluation batches.
-    assert LOCATION_FIELDS == {"root", "output", "resume", "cache_dir", "num_threads"}
+    assert LOCATION_FIELDS == {"root", "output", "resume", "overwrite", "cache_dir",
+                               "num_threads"}
     assert RUNTIME_FIELDS == LOCATION_FIELDS | {"device", "runs", "eval_batch_size"}
 
 

@@ -4,8 +4,9 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from gnn_tt.embedding import (FeatureInput, FullNodeEmbedding, TTNodeEmbedding,
-                           build_node_input)
+from gnn_tt.embedding import (ConcatInput, FeatureInput, FullNodeEmbedding, TTNodeEmbedding,
+                              build_node_input)
+from gnn_tt.embedding.node_input import KINDS, kind_parts
 from two_process import spawn
 
 P_SHAPES, Q_SHAPES = [2, 3, 2], [3, 2, 1]  # 12 rows, D = 6
@@ -39,17 +40,17 @@ def test_tt_node_embedding_reads_the_node_row():
         torch.testing.assert_close(got, core.grad)
 
 
-@pytest.mark.parametrize("kind", ["tt", "full", "features"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_each_input_checks_the_node_ids_once(monkeypatch, kind):
     # A range check is one torch.aminmax (one host sync on a GPU). The node ids are checked
     # where they enter; the TT rows behind them lie in the table by construction, so the TT
-    # lookup must not check again.
+    # lookup must not check again, nor the parts of a composite input.
     inp = build_node_input(kind, num_nodes=10, embedding_dim=6, row_of_node=_rows(),
                            tt_ranks=2, tt_p_shapes=P_SHAPES, tt_q_shapes=Q_SHAPES,
                            x=torch.randn(10, 6))
     real_aminmax, calls = torch.aminmax, []
     monkeypatch.setattr(torch, "aminmax", lambda *a, **k: calls.append(1) or real_aminmax(*a, **k))
-    assert inp(torch.tensor([4, 0, 4, 9])).shape == (4, 6)
+    assert inp(torch.tensor([4, 0, 4, 9])).shape == (4, 6 * len(kind_parts(kind)))
     assert len(calls) == 1
 
 
@@ -219,13 +220,41 @@ def test_build_node_input_kinds():
                                                                FullNodeEmbedding(10, 6, seed=2).weight)
     feats = build_node_input("features", num_nodes=10, embedding_dim=6, x=torch.randn(10, 4))
     assert isinstance(feats, FeatureInput) and feats.embedding_dim == 4  # the dataset's width
+    tt_x = build_node_input("tt+features", num_nodes=10, embedding_dim=6, row_of_node=rows,
+                            tt_ranks=2, tt_p_shapes=P_SHAPES, tt_q_shapes=Q_SHAPES,
+                            x=torch.randn(10, 4))
+    assert isinstance(tt_x, ConcatInput) and isinstance(tt_x.learnable, TTNodeEmbedding)
+    assert tt_x.embedding_dim == 6 + 4 and tt_x.projection is None
+    full_x = build_node_input("full+features", num_nodes=10, embedding_dim=6, seed=2,
+                              x=torch.randn(10, 4), feature_proj=3)
+    assert isinstance(full_x.learnable, FullNodeEmbedding) and full_x.embedding_dim == 6 + 3
+    assert torch.equal(full_x.learnable.weight, full.weight)
+
+
+def test_kind_parts():
+    assert KINDS == ("tt", "full", "features", "tt+features", "full+features")
+    assert [k for k in KINDS if "tt" in kind_parts(k)] == ["tt", "tt+features"]
+    assert [k for k in KINDS if "features" in kind_parts(k)] == \
+        ["features", "tt+features", "full+features"]
+    with pytest.raises(ValueError, match=r"unknown node input kind 'tt\+x' \(valid: tt, "):
+        kind_parts("tt+x")
 
 
 def test_build_node_input_errors():
-    with pytest.raises(ValueError, match=r"unknown kind 'dense' \(valid: tt, full, features\)"):
+    with pytest.raises(ValueError, match=r"unknown node input kind 'dense' \(valid: tt, full, "
+                                         r"features, tt\+features, full\+features\)"):
         build_node_input("dense", num_nodes=10, embedding_dim=6)
     with pytest.raises(ValueError, match=r"the dataset has no node features; use a learned embedding"):
         build_node_input("features", num_nodes=10, embedding_dim=6, x=None)
+    with pytest.raises(ValueError, match=r"build_node_input\('full\+features'\): the dataset has "
+                                         r"no node features"):
+        build_node_input("full+features", num_nodes=10, embedding_dim=6, x=None)
+    with pytest.raises(ValueError, match=r"build_node_input\('tt\+features'\) needs row_of_node"):
+        build_node_input("tt+features", num_nodes=10, embedding_dim=6, x=torch.randn(10, 4))
+    with pytest.raises(ValueError, match=r"build_node_input\('full'\): feature_proj=3 projects "
+                                         r"the features beside a learnable table; kind 'full' has "
+                                         r"none \(use one of tt\+features, full\+features\)"):
+        build_node_input("full", num_nodes=10, embedding_dim=6, feature_proj=3)
     with pytest.raises(ValueError, match=r"x has 9 rows but num_nodes=10"):
         build_node_input("features", num_nodes=10, embedding_dim=6, x=torch.randn(9, 4))
     with pytest.raises(ValueError, match=r"build_node_input\('tt'\) needs row_of_node"):
@@ -233,3 +262,102 @@ def test_build_node_input_errors():
     with pytest.raises(ValueError, match=r"row_of_node has 9 entries but num_nodes=10"):
         build_node_input("tt", num_nodes=10, embedding_dim=6, row_of_node=_rows(9),
                          tt_p_shapes=P_SHAPES, tt_q_shapes=Q_SHAPES)
+
+
+# ---------------------------------------------------------------- ConcatInput
+
+def _concat(learnable: str, feature_proj: int | None = None) -> ConcatInput:
+    """``tt+features`` or ``full+features`` over 10 nodes: a 6-wide table, 5 features."""
+    torch.manual_seed(0)
+    return build_node_input(f"{learnable}+features", num_nodes=10, embedding_dim=6,
+                            row_of_node=_rows(), tt_ranks=2, tt_p_shapes=P_SHAPES,
+                            tt_q_shapes=Q_SHAPES, tt_init="gaussian", backend="torch",
+                            x=torch.randn(10, 5), feature_proj=feature_proj, seed=1)
+
+
+@pytest.mark.parametrize("feature_proj", [None, 3])
+@pytest.mark.parametrize("learnable", ["tt", "full"])
+def test_concat_input_is_the_concatenation_of_its_parts(learnable, feature_proj):
+    inp = _concat(learnable, feature_proj)
+    n_id = torch.tensor([9, 0, 9, 4])
+    out = inp(n_id)
+    # Oracle: the parts called directly.
+    feats = inp.features(n_id)
+    if feature_proj is not None:
+        feats = feats @ inp.projection.weight.T + inp.projection.bias
+    torch.testing.assert_close(out, torch.cat([inp.learnable(n_id), feats], dim=1))
+    assert out.shape == (4, inp.embedding_dim) == (4, 6 + (feature_proj or 5))
+
+
+@pytest.mark.parametrize("learnable", ["tt", "full"])
+def test_concat_input_gradients_reach_each_learned_part(learnable):
+    inp = _concat(learnable, feature_proj=3)
+    n_id = torch.tensor([9, 0, 9, 4])
+    upstream = torch.randn(4, inp.embedding_dim)
+    (inp(n_id) * upstream).sum().backward()
+    # The table's gradient equals its own input's under the table's share of upstream.
+    alone = _concat(learnable, feature_proj=3).learnable
+    (alone(n_id) * upstream[:, :6]).sum().backward()
+    for got, want in zip(inp.embedding_parameters(), alone.embedding_parameters()):
+        assert got.grad is not None and got.grad.is_sparse == (learnable == "full")
+        torch.testing.assert_close(got.grad.to_dense(), want.grad.to_dense())
+    # The projection's: d(x W^T + b) = upstream^T x (weight), sum of upstream (bias).
+    x = inp.features.x[n_id]
+    torch.testing.assert_close(inp.projection.weight.grad, upstream[:, 6:].T @ x)
+    torch.testing.assert_close(inp.projection.bias.grad, upstream[:, 6:].sum(0))
+    assert list(inp.features.parameters()) == []  # the features stay fixed
+
+
+def test_concat_input_keeps_each_parts_training():
+    tt, full = _concat("tt", feature_proj=3), _concat("full", feature_proj=3)
+    # The table alone is the embedding; the projection is a dense parameter (the GNN's
+    # optimizer), and the compression ratio compares the table alone with a full table.
+    assert tt.embedding_parameters() == list(tt.learnable.tt.parameters())
+    assert full.embedding_parameters() == [full.learnable.weight]
+    assert isinstance(tt.embedding_optimizer(0.1), torch.optim.Adam)
+    assert isinstance(full.embedding_optimizer(0.1), torch.optim.SparseAdam)
+    projection = {id(p) for p in tt.projection.parameters()}
+    assert projection.isdisjoint(id(p) for p in tt.embedding_parameters())
+    assert tt.ddp_ignored_names() == ["learnable.row_of_node", "features.x"]
+    assert full.ddp_ignored_names() == ["learnable.embedding.weight", "learnable._device_anchor",
+                                        "features.x"]
+    cores = sum(p.numel() for p in tt.learnable.tt.parameters())
+    assert tt.parameter_counts() == {"tt_cores": cores, "feature_projection": 5 * 3 + 3}
+    assert full.parameter_counts() == {"full_table": 60, "feature_projection": 18}
+    assert _concat("full").parameter_counts() == {"full_table": 60}
+    # Neither the features nor row_of_node are saved: they are data.
+    assert set(full.state_dict()) == {"learnable.embedding.weight", "projection.weight",
+                                      "projection.bias"}
+    # The full table stays on the host whatever .to() asks.
+    full.to(torch.float64)
+    assert full.learnable.weight.dtype == torch.float32
+    assert full.projection.weight.dtype == torch.float64
+
+
+def test_concat_input_sync_is_the_full_tables():
+    inp = _concat("full")
+    inp(torch.tensor([2, 6])).sum().backward()
+    grad = inp.learnable.weight.grad.to_dense().clone()
+    inp.sync_gradients()  # no process group: a no-op, as the table's own
+    assert torch.equal(inp.learnable.weight.grad.to_dense(), grad)
+
+
+def test_concat_input_errors():
+    tt = TTNodeEmbedding(_rows(), 6, tt_ranks=2, tt_p_shapes=P_SHAPES, tt_q_shapes=Q_SHAPES)
+    x = FeatureInput(torch.randn(10, 5))
+    with pytest.raises(ValueError, match=r"'ConcatInput' needs a learnable table that implements "
+                                         r"lookup \(such as TTNodeEmbedding or "
+                                         r"FullNodeEmbedding\) as learnable, got FeatureInput"):
+        ConcatInput(x, x)
+    with pytest.raises(ValueError, match=r"'ConcatInput' needs a FeatureInput as features, got "
+                                         r"TTNodeEmbedding"):
+        ConcatInput(tt, tt)
+    with pytest.raises(ValueError, match=r"'ConcatInput': learnable has 10 nodes but features "
+                                         r"has 9"):
+        ConcatInput(tt, FeatureInput(torch.randn(9, 5)))
+    with pytest.raises(ValueError, match=r"'ConcatInput' needs a positive integer feature_proj, "
+                                         r"got 0"):
+        ConcatInput(tt, x, feature_proj=0)
+    with pytest.raises(IndexError, match=r"'ConcatInput': node id 10 is outside "
+                                         r"\[0, num_nodes=10\)"):
+        ConcatInput(tt, x)(torch.tensor([10]))

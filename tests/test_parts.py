@@ -42,3 +42,11 @@ def test_layout_at_hierarchical_row_factors():
     with pytest.raises(ValueError, match="method must be one of metis-flat, hierarchical, "
                                          "got 'random'"):
         layout_at("random", 4, base, 1000, PARTITION_ROWS)
+
+
+def test_parts_of_hierarchical_reads_the_used_row_factors():
+    # Automatic tt_p_shapes are None in the config: the job's (its summary's) give p1.
+    auto = _config(partition="hierarchical", tt_p_shapes=None)
+    assert parts_of(auto, (6, 8, 8)) == 6
+    assert parts_of(_config(partition="hierarchical", tt_p_shapes=[5, 30, 30]), [5, 30, 30]) == 5
+    assert parts_of(auto) is None  # a job that failed before choosing them: off the axis

@@ -156,3 +156,21 @@ def test_unique_records_drops_repeats_of_one_training():
     other_seed = make_record("a2", _config(), _summary([0.5, 0.71], [0.6, 0.6]))
     assert [r["name"] for r in unique_records([*records, copy, other_seed])] == [
         "a", "b", "c", "d", "full", "a2"]
+
+
+def test_load_dir_names_what_is_wrong_with_a_sweep_json(tmp_path):
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    good = {"sweep": {"method": "metis-flat"}, "base": _config(), "cells": _records()}
+    for data, message in (([], "must hold a JSON object, got list"),
+                          ({**good, "cells": None}, "no 'cells' list"),
+                          ({**good, "sweep": {}}, "no 'sweep' object with a 'method'"),
+                          ({**good, "cells": [{"name": "a", "status": "ok"}]},
+                           r"cell 0 is not a sweep record \(missing \['error', 'dataset'")):
+        (sweep / "sweep.json").write_text(json.dumps(data))
+        with pytest.raises(ValueError, match=message):
+            load_dir(sweep)
+    (sweep / "sweep.json").write_text(json.dumps(good))
+    assert load_dir(sweep)[1] == _records()
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_dir(tmp_path / "missing")

@@ -12,6 +12,15 @@ def test_epoch_record_keys_and_line():
     assert evaluated.line().endswith(", val 0.5000, test 0.7500")
 
 
+def test_epoch_record_keeps_the_evaluation_seconds_apart():
+    timed = EpochRecord(1, 3, 0.25, 1.0, val_acc=0.5, test_acc=0.75, eval_seconds=0.5)
+    assert timed.to_dict() == {"run": 1, "epoch": 3, "loss": 0.25, "epoch_seconds": 1.0,
+                               "val_acc": 0.5, "test_acc": 0.75, "eval_seconds": 0.5}
+    assert EpochRecord.from_dict(timed.to_dict()) == timed
+    assert timed.line() == "run 1 epoch 3: loss 0.2500, 1.00 s, val 0.5000, test 0.7500 " \
+                           "(eval 0.50 s)"
+
+
 def test_run_state_keeps_the_first_best_epoch():
     state = RunState()
     assert state.improve(0, 0.0, 0.1)  # any accuracy beats the initial best

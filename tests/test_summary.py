@@ -13,7 +13,7 @@ def _summary() -> TrainSummary:
         model="sage", emb="tt", runs=runs, full_table_parameters=2500, gnn_parameters=10,
         tt_p_shapes=(5, 5, 5), tt_q_shapes=(2, 2, 4), partition_stats={"cut": 3},
         row_assignment_hash="ab", peak_memory_bytes=7, world_size=1, device="cpu",
-        total_seconds=9.0, dataset_summary={"num_nodes": 125}, output="out")
+        eval_seconds=0.25, total_seconds=9.0, dataset_summary={"num_nodes": 125}, output="out")
 
 
 def test_accuracy_stats_use_the_sample_std():
@@ -55,3 +55,13 @@ def test_from_dict_names_unknown_and_missing_keys():
 def test_format_summary():
     text = format_summary(_summary())
     assert "0.5000 ± 0.1414" in text and "25.0x smaller" in text and "output: out" in text
+    cells = _cells(text)
+    assert (cells["epoch_s"], cells["eval_s"], cells["total_s"]) == ("2", "0.25", "9")
+    no_eval = TrainSummary.from_dict({**_summary().to_dict(), "eval_seconds": None})
+    assert _cells(format_summary(no_eval))["eval_s"] == "-"
+
+
+def _cells(table: str) -> dict[str, str]:
+    """Column -> value of the one row of a :func:`format_summary` table."""
+    header, _, row = table.splitlines()[:3]
+    return dict(zip((c.strip() for c in header.split("|")), (c.strip() for c in row.split("|"))))

@@ -1,4 +1,5 @@
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -24,11 +25,13 @@ class FakeRunner:
 
     def __init__(self, fail_on: str | None = None):
         self.calls: list[str] = []
+        self.configs: list[TrainConfig] = []
         self.fail_on = fail_on
 
     def __call__(self, config: TrainConfig) -> dict:
         name = Path(config.output).name
         self.calls.append(name)
+        self.configs.append(config)
         if name == self.fail_on:
             raise RuntimeError(f"boom in {name}")
         base = 0.5 if config.emb == "full" else 0.6 + config.tt_rank / 100 + (
@@ -103,6 +106,56 @@ def test_resume_skips_finished_cells(tmp_path):
     records = run_sweep(sweep, _base(tmp_path, epochs=3), NUM_NODES, fourth, CPU)
     assert len(fourth.calls) == 3 and records[0]["status"] == "failed"
     assert not (tmp_path / "sweep" / "cells" / "tt-r8-original" / "summary.json").exists()
+
+
+def test_retrained_cells_resume_their_run_or_replace_another(tmp_path):
+    # A cell's directory is refused by training unless the cell resumes or overwrites it.
+    sweep = SweepConfig(ranks=(8,), partitions=(0, 4))
+    first = FakeRunner()
+    run_sweep(sweep, _base(tmp_path), NUM_NODES, first, CPU)
+    flags = lambda runner: [(c.resume, c.overwrite) for c in runner.configs]
+    assert flags(first) == [(False, True)] * 3  # empty directories: either would do
+    # An interrupted cell (its config.json, no summary.json) continues from its checkpoint.
+    os.remove(tmp_path / "sweep" / "cells" / "tt-r8-metis-flat-p4" / "summary.json")
+    interrupted = FakeRunner()
+    run_sweep(sweep, _base(tmp_path), NUM_NODES, interrupted, CPU)
+    assert interrupted.calls == ["tt-r8-metis-flat-p4"]
+    assert flags(interrupted) == [(True, False)]
+    # More runs change no trained field: every cell continues with the runs it lacks.
+    more = FakeRunner()
+    run_sweep(sweep, dataclasses.replace(_base(tmp_path), runs=3), NUM_NODES, more, CPU)
+    assert len(more.calls) == 3 and flags(more) == [(True, False)] * 3
+    # Another training config replaces every cell.
+    other = FakeRunner()
+    run_sweep(sweep, _base(tmp_path, epochs=3), NUM_NODES, other, CPU)
+    assert len(other.calls) == 3 and flags(other) == [(False, True)] * 3
+    # --overwrite trains every cell again, the finished ones too.
+    forced = FakeRunner()
+    records = run_sweep(sweep, _base(tmp_path, epochs=3, overwrite=True), NUM_NODES, forced,
+                        CPU)
+    assert len(forced.calls) == 3 and flags(forced) == [(False, True)] * 3
+    assert [r["status"] for r in records] == ["ok"] * 3
+
+
+@pytest.mark.slow
+def test_real_cells_resume_or_are_replaced(tmp_path):
+    base = TrainConfig(dataset="synthetic:nodes=300,degree=6,classes=4,seed=0", model="sage",
+                       emb_dim=8, tt_rank=2, num_layers=2, hidden=8, fanouts=(3, 3),
+                       batch_size=8, epochs=1, device="cpu", num_threads=1,
+                       output=str(tmp_path / "sweep"), cache_dir=str(tmp_path / "cache"))
+    sweep = SweepConfig(ranks=(2,), partitions=(0,), full=False)
+    first = run_sweep(sweep, base, 300)
+    cell = tmp_path / "sweep" / "cells" / "tt-r2-original"
+    # Interrupted after its last checkpoint: resumed, nothing trained again.
+    (cell / "summary.json").unlink()
+    again = run_sweep(sweep, base, 300)
+    assert again[0]["status"] == "ok" and again[0]["test_acc"] == first[0]["test_acc"]
+    assert len((cell / "metrics.jsonl").read_text().splitlines()) == 1
+    # Another config: the old run is replaced by the new one.
+    other = run_sweep(sweep, dataclasses.replace(base, epochs=2), 300)
+    assert other[0]["status"] == "ok"
+    assert len((cell / "metrics.jsonl").read_text().splitlines()) == 2
+    assert torch.load(cell / "checkpoint.pt", weights_only=True)["config"]["epochs"] == 2
 
 
 def test_failed_cell_is_recorded_and_sweep_goes_on(tmp_path):

@@ -1,3 +1,4 @@
+import inspect
 import math
 
 import pytest
@@ -5,9 +6,12 @@ import torch
 
 import gnn_tt.embedding.tt_embedding as tt_embedding_module
 from gnn_tt import TTEmbedding
+from gnn_tt.embedding.node_input import TTNodeEmbedding, build_node_input
+from gnn_tt.training.config import TrainConfig
 from kernels.tt_lookup_torch import tt_full_weight, tt_lookup_torch
 
-# p = (3, 4, 5), q = (3, 2, 2): ortho needs R1 <= 4 (core 2: R1 q2 <= p2 R2) and R2 <= 2
+# p = (3, 4, 5), q = (3, 2, 2), R = (4, 2): R_{k-1} q_k <= p_k R_k for every core k
+# (3 <= 12, 8 <= 8, 4 <= 5), so the ortho grid has orthogonal columns.
 SMALL = dict(num_embeddings=50, embedding_dim=12, tt_ranks=[4, 2], tt_p_shapes=[3, 4, 5],
              tt_q_shapes=[3, 2, 2])
 
@@ -41,9 +45,67 @@ def test_ortho_columns_orthogonal_with_documented_scale():
     torch.testing.assert_close(grid.T @ grid, 4.0 * 60 / 12 * torch.eye(12, dtype=torch.float64))
 
 
-def test_ortho_impossible_shapes_raise():
-    with pytest.raises(ValueError, match=r"core 2 has 3 \* 2 > 5 \* 1"):
-        TTEmbedding(**{**SMALL, "tt_ranks": [4, 3]}, init="ortho")
+# (N, D, ranks, p, q): each has a core with R_{k-1} q_k > p_k R_k, which ortho once refused.
+ORTHO_SHAPES = [
+    (1000, 24, 4, [10, 10, 10], [2, 3, 4]),  # core 3: 4 * 4 > 10 * 1
+    (50, 12, [4, 3], [3, 4, 5], [3, 2, 2]),  # core 3: 3 * 2 > 5 * 1
+    (56, 12, [20], [7, 8], [3, 4]),  # core 2 of 2: 20 * 4 > 8 * 1
+    (36, 16, [3, 5, 2], [2, 3, 2, 3], [2, 2, 2, 2]),  # cores 3, 4 of 4: 5 * 2 > 2 * 2, ...
+    (60, 12, [6, 2], [3, 4, 5], [2, 2, 3]),  # cores 2, 3: 6 * 2 > 4 * 2, 2 * 3 > 5 * 1
+]
+
+
+def _unfolding(core: torch.Tensor) -> torch.Tensor:
+    """Core (R_in, p, q, R_out) as the (R_in q, p R_out) matrix: rows (r_in, j), columns
+    (i, r_out)."""
+    r_in, p, q, r_out = core.shape
+    return core.permute(0, 2, 1, 3).reshape(r_in * q, p * r_out)
+
+
+@pytest.mark.parametrize("num, dim, ranks, p, q", ORTHO_SHAPES)
+@pytest.mark.parametrize("scale", [1.0, 2.5])
+def test_ortho_any_shape_has_the_gaussian_mean_square(num, dim, ranks, p, q, scale):
+    torch.manual_seed(0)
+    emb = TTEmbedding(num, dim, ranks, p, q, init="ortho", init_scale=scale, dtype=torch.float64)
+    grid = tt_full_weight(list(emb.cores))  # all prod(p) rows
+    # the gaussian init's target: E[W_ij^2] = init_scale^2 / D, met exactly over the grid
+    assert grid.pow(2).mean().item() == pytest.approx(scale ** 2 / dim, rel=1e-9)
+
+
+@pytest.mark.parametrize("num, dim, ranks, p, q", ORTHO_SHAPES + [
+    (2_449_029, 100, 32, [125, 140, 140], [4, 5, 5])])  # products, core 3: 32 * 5 > 140 * 1
+def test_ortho_cores_are_semi_orthogonal(num, dim, ranks, p, q):
+    torch.manual_seed(0)
+    emb = TTEmbedding(num, dim, ranks, p, q, init="ortho", dtype=torch.float64)
+    factors = []
+    for core in emb.cores:
+        unfolding = _unfolding(core.detach())
+        rows, cols = unfolding.shape
+        # orthonormal rows where the unfolding is wide (or square), else orthonormal columns
+        gram = unfolding @ unfolding.T if rows <= cols else unfolding.T @ unfolding
+        factors.append(gram[0, 0].item())
+        torch.testing.assert_close(gram, factors[-1] * torch.eye(min(rows, cols),
+                                                                 dtype=torch.float64))
+    assert factors == pytest.approx([factors[0]] * len(factors))  # one scale for all cores
+
+
+def test_ortho_products_shape_rows_have_the_target_scale():
+    # ogbn-products at rank 32: too large for full_weight(); sampled rows estimate the mean.
+    torch.manual_seed(0)
+    emb = TTEmbedding(2_449_029, 100, tt_ranks=32, tt_p_shapes=[125, 140, 140],
+                      tt_q_shapes=[4, 5, 5], init="ortho")
+    with torch.no_grad():
+        rows = emb(torch.randint(0, 2_449_029, (20_000,)))
+    assert rows.pow(2).mean().item() == pytest.approx(1 / 100, rel=0.1)
+
+
+def test_default_init_agrees_with_the_cli():
+    defaults = {inspect.signature(TTEmbedding).parameters["init"].default,
+                inspect.signature(TTNodeEmbedding).parameters["init"].default,
+                inspect.signature(build_node_input).parameters["tt_init"].default,
+                TrainConfig().tt_init}
+    assert defaults == {"gaussian"}
+    assert TTEmbedding(**SMALL).init == "gaussian"
 
 
 def test_gaussian_entry_variance_matches_target():
@@ -89,7 +151,7 @@ def test_default_shapes_parameters_and_ratio():
 def test_repr():
     emb = TTEmbedding(**SMALL)
     assert emb.extra_repr() == ("50, 12, tt_p_shapes=[3, 4, 5], tt_q_shapes=[3, 2, 2], "
-                                "tt_ranks=[4, 2], init=ortho, backend=auto")
+                                "tt_ranks=[4, 2], init=gaussian, backend=auto")
     assert repr(emb).startswith("TTEmbedding(\n  50, 12,")
 
 

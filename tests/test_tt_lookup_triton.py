@@ -276,9 +276,10 @@ def test_bad_inputs_raise_clear_errors():
         ktt.tt_lookup_triton(torch.tensor([0, 1], device=other), cores, p, q)
     with pytest.raises(ValueError, match="cores: dtype torch.float16 is not supported"):
         ktt.tt_lookup_triton(ids, [c.half() for c in cores], p, q)
-    with pytest.raises(ValueError, match=r"cores\[1\]: dtype torch.float64"):
+    with pytest.raises(ValueError, match=r"cores\[1\] \(core 2 of 3\): dtype torch.float64"):
         ktt.tt_lookup_triton(ids, [cores[0], cores[1].double(), cores[2]], p, q)
-    with pytest.raises(ValueError, match=r"cores\[1\]: shape \(2, 4, 3, 2\) does not match"):
+    with pytest.raises(ValueError,
+                       match=r"cores\[1\] \(core 2 of 3\): shape \(2, 4, 3, 2\) does not match"):
         ktt.tt_lookup_triton(ids, cores, p, (2, 2, 3))
     with pytest.raises(ValueError, match="one entry per core"):
         ktt.tt_lookup_triton(ids, cores, p[:2], q)

@@ -43,7 +43,8 @@ def _config(args: argparse.Namespace, emb: str):
                        tt_q_shapes=args.tt_q_shapes, tt_p_shapes=args.tt_p_shapes,
                        partition=args.partition, num_layers=3, hidden=256, dropout=0.5,
                        fanouts=(15, 10, 5), batch_size=1000, epochs=1, device=args.device,
-                       cache_dir=args.cache_dir, output=f"{args.workdir}/{emb}")
+                       cache_dir=args.cache_dir, output=f"{args.workdir}/{emb}",
+                       overwrite=True)  # a scratch directory, reused by every bench run
 
 
 class FirstBatches:

@@ -59,8 +59,21 @@ def stratified_split(y: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, torc
     return train.sort().values, valid.sort().values, test.sort().values
 
 
+def _array(data: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
+    """``data[key]``; an object array (pickled Python objects, never loaded) is refused with
+    an error naming the file and the key."""
+    try:
+        return data[key]
+    except ValueError as e:
+        if "allow_pickle" not in str(e):
+            raise ValueError(f"npz file {path}: cannot read '{key}' ({e})") from e
+        raise ValueError(f"npz file {path}: '{key}' is an object array (pickled Python "
+                         f"objects, which are never loaded); store it as a numeric array"
+                         ) from None
+
+
 def _int_array(data: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
-    arr = data[key]
+    arr = _array(data, key, path)
     if not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"npz file {path}: '{key}' must hold integers, got dtype {arr.dtype}")
     return arr
@@ -137,7 +150,7 @@ def load_npz(path: str | Path, seed: int = 0) -> GraphDataset:
 
         x = None
         if "x" in data.files:
-            x_np = data["x"]
+            x_np = _array(data, "x", path)
             if x_np.ndim != 2 or x_np.shape[0] != num_nodes:
                 raise ValueError(f"npz file {path}: 'x' must have shape [num_nodes={num_nodes}"
                                  f", F], got {list(x_np.shape)}")

@@ -6,6 +6,9 @@ One contract: ``forward(n_id) -> [len(n_id), embedding_dim]`` on the model's dev
 - ``full``: the baseline learnable table, kept in host memory with sparse gradients (a
   papers100M-size table fits nowhere else); kept out of DDP, it syncs its own gradient.
 - ``features``: the dataset's fixed node features.
+- ``tt+features``, ``full+features``: a learnable table (TT or full) beside the dataset's
+  features, concatenated (:class:`ConcatInput`); each part keeps its own optimizer, gradient
+  sync and DDP treatment.
 """
 from __future__ import annotations
 
@@ -14,14 +17,31 @@ from typing import Sequence
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gnn_tt.common.checks import check_positive_int
+from gnn_tt.embedding.full_table import average_sparse_grad_, fill_seeded_normal_
 from gnn_tt.embedding.tt_embedding import TTEmbedding
 
-# The input layers build_node_input can build, by name.
-KINDS = ("tt", "full", "features")
+# The input layers build_node_input can build, by name, and the parts each concatenates
+# (a learnable table first, then the dataset's features).
+KIND_PARTS: dict[str, tuple[str, ...]] = {
+    "tt": ("tt",), "full": ("full",), "features": ("features",),
+    "tt+features": ("tt", "features"), "full+features": ("full", "features")}
+KINDS = tuple(KIND_PARTS)
+
+
+def kind_parts(kind: str) -> tuple[str, ...]:
+    """The parts of the input kind ``kind``: ``"tt"``, ``"full"`` and/or ``"features"``
+    (e.g. ``("tt", "features")`` for ``tt+features``). Callers ask this, never the kind's
+    spelling, whether an input has a TT part (it needs a row layout) or reads features.
+
+    Raises:
+        ValueError: ``kind`` is not one of :data:`KINDS`.
+    """
+    if kind not in KIND_PARTS:
+        raise ValueError(f"unknown node input kind {kind!r} (valid: {', '.join(KINDS)})")
+    return KIND_PARTS[kind]
 
 
 def _check_n_id(n_id: Tensor, num_nodes: int, owner: str) -> None:
@@ -42,7 +62,9 @@ def _check_n_id(n_id: Tensor, num_nodes: int, owner: str) -> None:
 
 
 class NodeInput(nn.Module):
-    r"""Base class of the input layers.
+    r"""Base class of the input layers: :meth:`forward` checks the node ids once, where they
+    enter, and :meth:`lookup` (the subclasses') trusts them, so a composite input checks once
+    for all its parts.
 
     Attributes:
         num_nodes (int): number of node ids accepted.
@@ -51,6 +73,20 @@ class NodeInput(nn.Module):
 
     num_nodes: int
     embedding_dim: int
+
+    def forward(self, n_id: Tensor) -> Tensor:
+        _check_n_id(n_id, self.num_nodes, self.__class__.__name__)
+        return self.lookup(n_id)
+
+    def lookup(self, n_id: Tensor) -> Tensor:
+        """The output for ids already checked by :meth:`forward`, ``[len(n_id),
+        embedding_dim]``."""
+        raise NotImplementedError
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Number of parameters of each learned part, by part name (``tt_cores``,
+        ``full_table``, ``feature_projection``); empty when nothing is learned."""
+        return {}
 
     def embedding_parameters(self) -> list[nn.Parameter]:
         """The parameters of the node table (TT cores, full table), for their own optimizer;
@@ -88,7 +124,8 @@ class TTNodeEmbedding(NodeInput):
         tt_p_shapes (list[int], optional): row factors; default: suggested for
             ``max(row_of_node) + 1`` rows.
         tt_q_shapes (list[int], optional): column factors, product ``D``.
-        init (str): core initialization, see ``TTEmbedding`` (default: ``"ortho"``).
+        init (str): core initialization, ``"gaussian"`` or ``"ortho"`` (any shape), see
+            ``TTEmbedding`` (default: ``"gaussian"``).
         backend (str): ``"auto"``, ``"torch"`` or ``"triton"`` (default: ``"auto"``).
 
     Shapes:
@@ -98,7 +135,7 @@ class TTNodeEmbedding(NodeInput):
 
     def __init__(self, row_of_node: Tensor, embedding_dim: int, tt_ranks: int | Sequence[int] = 16,
                  tt_p_shapes: Sequence[int] | None = None,
-                 tt_q_shapes: Sequence[int] | None = None, init: str = "ortho",
+                 tt_q_shapes: Sequence[int] | None = None, init: str = "gaussian",
                  backend: str = "auto") -> None:
         super().__init__()
         name = self.__class__.__name__
@@ -120,14 +157,16 @@ class TTNodeEmbedding(NodeInput):
         self.tt = TTEmbedding(num_rows, embedding_dim, tt_ranks=tt_ranks, tt_p_shapes=tt_p_shapes,
                               tt_q_shapes=tt_q_shapes, init=init, backend=backend)
 
-    def forward(self, n_id: Tensor) -> Tensor:
-        _check_n_id(n_id, self.num_nodes, self.__class__.__name__)
+    def lookup(self, n_id: Tensor) -> Tensor:
         rows = self.row_of_node[n_id.to(self.row_of_node.device)]       # [B]
         # rows lie in the table by construction (checked in __init__): no second check.
         return self.tt.lookup(rows)                                      # [B, D]
 
     def embedding_parameters(self) -> list[nn.Parameter]:
         return list(self.tt.parameters())
+
+    def parameter_counts(self) -> dict[str, int]:
+        return {"tt_cores": sum(p.numel() for p in self.tt.parameters())}
 
     def ddp_ignored_names(self) -> list[str]:
         return ["row_of_node"]
@@ -139,8 +178,73 @@ class TTNodeEmbedding(NodeInput):
         return f"num_nodes={self.num_nodes}"
 
 
-class FullNodeEmbedding(NodeInput):
-    r"""The full-table baseline: one learnable ``embedding_dim`` row per node, in host memory
+class ReplicatedTableInput(NodeInput):
+    r"""Base of the full learnable tables replicated on every rank: one ``embedding_dim`` row
+    per node in ``self.embedding`` (an ``nn.Embedding(sparse=True)``), initialized from a
+    seeded generator, trained with ``SparseAdam``, kept out of DDP and synced by
+    :meth:`sync_gradients`. Subclasses place the table and define :meth:`lookup` and
+    :attr:`device`.
+
+    Args:
+        num_nodes (int): number of rows.
+        embedding_dim (int): row width.
+        seed (int): seed of the table's initialization, independent of the global RNG so
+            every rank builds the same table without a broadcast.
+    """
+
+    embedding: nn.Embedding
+
+    def __init__(self, num_nodes: int, embedding_dim: int, seed: int) -> None:
+        super().__init__()
+        name = self.__class__.__name__
+        for arg, value in (("num_nodes", num_nodes), ("embedding_dim", embedding_dim)):
+            check_positive_int(arg, value, name)
+        self.num_nodes = num_nodes
+        self.embedding_dim = embedding_dim
+        self.seed = seed
+
+    @property
+    def weight(self) -> nn.Parameter:
+        """The table, ``[num_nodes, embedding_dim]``."""
+        return self.embedding.weight
+
+    @property
+    def device(self) -> torch.device:
+        """Where the output goes."""
+        raise NotImplementedError
+
+    def reset_parameters(self) -> None:
+        """``N(0, 1)`` entries like ``nn.Embedding``, from a generator seeded with ``seed``:
+        the same table on every placement (see
+        :func:`~gnn_tt.embedding.full_table.fill_seeded_normal_`)."""
+        fill_seeded_normal_(self.embedding.weight, self.num_nodes, self.seed)
+
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        return [self.embedding.weight]
+
+    def parameter_counts(self) -> dict[str, int]:
+        return {"full_table": self.embedding.weight.numel()}
+
+    def embedding_optimizer(self, lr: float) -> torch.optim.Optimizer:
+        """``SparseAdam`` over the table: only the rows of the batch are updated."""
+        return torch.optim.SparseAdam([self.embedding.weight], lr=lr)
+
+    def ddp_ignored_names(self) -> list[str]:
+        return ["embedding.weight"]
+
+    def sync_gradients(self, process_group: dist.ProcessGroup | None = None) -> None:
+        r"""Replace the table's sparse gradient by its average over the ranks of
+        ``process_group``, as DDP averages dense gradients (see
+        :func:`~gnn_tt.embedding.full_table.average_sparse_grad_`): all replicas get the same
+        gradient. No-op when not distributed; otherwise collective."""
+        average_sparse_grad_(self.embedding.weight, process_group)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_nodes}, {self.embedding_dim}, device={self.device}"
+
+
+class FullNodeEmbedding(ReplicatedTableInput):
+    r"""The full-table baseline in host memory: one learnable ``embedding_dim`` row per node
     with sparse gradients (``nn.Embedding(sparse=True)``), trained with ``SparseAdam``.
 
     Each batch gathers its rows on the host and copies them to the compute device (through
@@ -163,33 +267,16 @@ class FullNodeEmbedding(NodeInput):
 
     def __init__(self, num_nodes: int, embedding_dim: int, device: torch.device | str = "cpu",
                  seed: int = 0) -> None:
-        super().__init__()
-        name = self.__class__.__name__
-        for arg, value in (("num_nodes", num_nodes), ("embedding_dim", embedding_dim)):
-            check_positive_int(arg, value, name)
-        self.num_nodes = num_nodes
-        self.embedding_dim = embedding_dim
-        self.seed = seed
+        super().__init__(num_nodes, embedding_dim, seed)
         self.embedding = nn.Embedding(num_nodes, embedding_dim, sparse=True)
         # Empty tensor that follows .to(): it records the compute device of the output.
         self.register_buffer("_device_anchor", torch.empty(0, device=device), persistent=False)
         self.reset_parameters()
 
     @property
-    def weight(self) -> nn.Parameter:
-        """The table, ``[num_nodes, embedding_dim]`` on the host."""
-        return self.embedding.weight
-
-    @property
     def device(self) -> torch.device:
         """Where the output goes."""
         return self._device_anchor.device
-
-    def reset_parameters(self) -> None:
-        """``N(0, 1)`` entries like ``nn.Embedding``, from a generator seeded with ``seed``."""
-        generator = torch.Generator().manual_seed(self.seed)
-        with torch.no_grad():
-            self.embedding.weight.normal_(generator=generator)
 
     def _apply(self, fn, recurse: bool = True):  # noqa: ANN001 (nn.Module's signature)
         # The table stays in host memory whatever .to()/.cuda()/.double() ask: moving a
@@ -197,8 +284,7 @@ class FullNodeEmbedding(NodeInput):
         self._device_anchor = fn(self._device_anchor)
         return self
 
-    def forward(self, n_id: Tensor) -> Tensor:
-        _check_n_id(n_id, self.num_nodes, self.__class__.__name__)
+    def lookup(self, n_id: Tensor) -> Tensor:
         out = self.embedding(n_id.cpu())                                 # [B, D] on the host
         if self.device.type == "cuda":
             # Pinned memory makes the copy asynchronous; both steps are differentiable, so
@@ -206,58 +292,8 @@ class FullNodeEmbedding(NodeInput):
             out = out.pin_memory()
         return out.to(self.device, non_blocking=True)
 
-    def embedding_parameters(self) -> list[nn.Parameter]:
-        return [self.embedding.weight]
-
-    def embedding_optimizer(self, lr: float) -> torch.optim.Optimizer:
-        """``SparseAdam`` over the table: only the rows of the batch are updated."""
-        return torch.optim.SparseAdam([self.embedding.weight], lr=lr)
-
     def ddp_ignored_names(self) -> list[str]:
         return ["embedding.weight", "_device_anchor"]
-
-    def sync_gradients(self, process_group: dist.ProcessGroup | None = None) -> None:
-        r"""Replace the table's sparse gradient by its average over the ranks of
-        ``process_group``, as DDP averages dense gradients: every rank all-gathers the
-        coalesced (row, value) pairs of all ranks, sums them and divides by the world size,
-        so all replicas get the same gradient. No-op when not distributed."""
-        if not dist.is_available() or not dist.is_initialized():
-            return
-        world_size = dist.get_world_size(process_group)
-        if world_size == 1:
-            return
-        weight = self.embedding.weight
-        grad = weight.grad
-        if grad is None:  # this rank did no lookup: it contributes nothing
-            grad = torch.sparse_coo_tensor(torch.empty(1, 0, dtype=torch.long),
-                                           weight.new_empty(0, self.embedding_dim),
-                                           weight.shape)
-        grad = grad.coalesce()
-        # NCCL communicates device tensors only; gloo works on the host.
-        comm = torch.device("cuda", torch.cuda.current_device()) \
-            if dist.get_backend(process_group) == "nccl" else torch.device("cpu")
-        rows = grad.indices()[0].to(comm)                                 # [nnz]
-        values = grad.values().to(comm)                                   # [nnz, D]
-        # all_gather needs equal sizes: share the counts, pad to the largest.
-        count = torch.tensor([rows.numel()], device=comm)
-        counts = [torch.empty_like(count) for _ in range(world_size)]
-        dist.all_gather(counts, count, group=process_group)
-        counts = [int(c) for c in counts]
-        width = max(counts)
-        padded_rows = F.pad(rows, (0, width - rows.numel()))
-        padded_values = F.pad(values, (0, 0, 0, width - rows.numel()))
-        all_rows = [torch.empty_like(padded_rows) for _ in range(world_size)]
-        all_values = [torch.empty_like(padded_values) for _ in range(world_size)]
-        dist.all_gather(all_rows, padded_rows, group=process_group)
-        dist.all_gather(all_values, padded_values, group=process_group)
-        rows = torch.cat([r[:c] for r, c in zip(all_rows, counts)]).cpu()
-        values = torch.cat([v[:c] for v, c in zip(all_values, counts)]).cpu()
-        # coalesce sums the rows several ranks touched, in the same order on every rank.
-        total = torch.sparse_coo_tensor(rows.unsqueeze(0), values, weight.shape).coalesce()
-        weight.grad = total / world_size
-
-    def extra_repr(self) -> str:
-        return f"{self.num_nodes}, {self.embedding_dim}, device={self.device}"
 
 
 class FeatureInput(NodeInput):
@@ -266,7 +302,7 @@ class FeatureInput(NodeInput):
     There is deliberately no learnable projection: the first GNN layer is already a learned
     linear map of its input, so a projection in front adds parameters but no expressive
     power, and the OGB reference numbers feed the raw features. The GNN's ``in_channels``
-    is ``x.size(1)``.
+    is ``x.size(1)``. (Beside a learnable table, :class:`ConcatInput` offers one.)
 
     Args:
         x (Tensor): floating point features ``[num_nodes, F]``. Kept as a non-persistent
@@ -288,8 +324,7 @@ class FeatureInput(NodeInput):
         self.num_nodes, self.embedding_dim = x.shape
         self.register_buffer("x", x, persistent=False)
 
-    def forward(self, n_id: Tensor) -> Tensor:
-        _check_n_id(n_id, self.num_nodes, self.__class__.__name__)
+    def lookup(self, n_id: Tensor) -> Tensor:
         out = self.x[n_id.to(self.x.device)]                              # [B, F]
         # Half-precision storage halves the memory; compute in float32 (autocast lowers it).
         return out.float() if out.element_size() < 4 else out
@@ -301,45 +336,156 @@ class FeatureInput(NodeInput):
         return f"{self.num_nodes}, {self.embedding_dim}"
 
 
+class ConcatInput(NodeInput):
+    r"""A learnable node table beside the dataset's fixed node features, concatenated:
+    ``out = [learnable(n_id) || x[n_id]]``, or with a projection
+    ``out = [learnable(n_id) || x[n_id] W^T + b]``.
+
+    Each part keeps the training it has alone: the table's parameters are the
+    :meth:`embedding_parameters`, trained by the table's own :meth:`embedding_optimizer`
+    (Adam for TT cores, ``SparseAdam`` for the host-resident full table, which also syncs
+    its sparse gradient itself in :meth:`sync_gradients`); the features stay a buffer that
+    DDP and checkpoints skip. The projection is an ordinary dense layer in front of the
+    first GNN layer, so it is trained like the GNN: it is not an embedding parameter, the
+    GNN's optimizer (Adam with ``lr`` and ``weight_decay``) steps it and DDP all-reduces its
+    gradient.
+
+    A projection adds no expressive power (the first GNN layer is linear in its input); it
+    bounds the features' share of the input to ``feature_proj`` columns, which shrinks the
+    first layer when ``F`` is large or the GNN is wide (GAT: ``heads * hidden`` outputs).
+
+    Args:
+        learnable (NodeInput): the learnable table, e.g. a :class:`TTNodeEmbedding` or a
+            :class:`FullNodeEmbedding`: an input with :meth:`embedding_parameters` that
+            implements :meth:`lookup`.
+        features (FeatureInput): the dataset's features, ``F`` wide.
+        feature_proj (int, optional): width of a learned linear projection of the features
+            before the concatenation; ``None`` concatenates the raw features
+            (default: ``None``).
+
+    Shapes:
+        - **input:** ``n_id`` int ``[B]``
+        - **output:** ``[B, D + F]``, or ``[B, D + feature_proj]`` with a projection
+    """
+
+    def __init__(self, learnable: NodeInput, features: FeatureInput,
+                 feature_proj: int | None = None) -> None:
+        super().__init__()
+        name = self.__class__.__name__
+        # Any learnable table that implements the unchecked lookup: the ids are checked once,
+        # by this module's forward.
+        if not isinstance(learnable, NodeInput) or not learnable.embedding_parameters() \
+                or type(learnable).lookup is NodeInput.lookup:
+            raise ValueError(f"'{name}' needs a learnable table that implements lookup (such "
+                             f"as TTNodeEmbedding or FullNodeEmbedding) as learnable, got "
+                             f"{type(learnable).__name__}")
+        if not isinstance(features, FeatureInput):
+            raise ValueError(f"'{name}' needs a FeatureInput as features, got "
+                             f"{type(features).__name__}")
+        if learnable.num_nodes != features.num_nodes:
+            raise ValueError(f"'{name}': learnable has {learnable.num_nodes} nodes but "
+                             f"features has {features.num_nodes}")
+        if feature_proj is not None:
+            check_positive_int("feature_proj", feature_proj, name)
+        self.num_nodes = learnable.num_nodes
+        self.learnable = learnable
+        self.features = features
+        self.feature_proj = feature_proj
+        self.projection = None if feature_proj is None else \
+            nn.Linear(features.embedding_dim, feature_proj)
+        self.embedding_dim = learnable.embedding_dim + (feature_proj or features.embedding_dim)
+
+    def lookup(self, n_id: Tensor) -> Tensor:
+        table = self.learnable.lookup(n_id)                              # [B, D]
+        feats = self.features.lookup(n_id)                               # [B, F]
+        if self.projection is not None:
+            feats = self.projection(feats)                               # [B, feature_proj]
+        return torch.cat([table, feats], dim=1)                          # [B, embedding_dim]
+
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        return self.learnable.embedding_parameters()
+
+    def embedding_optimizer(self, lr: float) -> torch.optim.Optimizer | None:
+        """The table's own optimizer (Adam for TT cores, ``SparseAdam`` for a full table)."""
+        return self.learnable.embedding_optimizer(lr)
+
+    def ddp_ignored_names(self) -> list[str]:
+        return [f"learnable.{n}" for n in self.learnable.ddp_ignored_names()] + \
+            [f"features.{n}" for n in self.features.ddp_ignored_names()]
+
+    def sync_gradients(self, process_group: dist.ProcessGroup | None = None) -> None:
+        """The table's own sync (the full table's sparse gradient); DDP averages the
+        projection's."""
+        self.learnable.sync_gradients(process_group)
+
+    def parameter_counts(self) -> dict[str, int]:
+        counts = self.learnable.parameter_counts()
+        if self.projection is not None:
+            counts["feature_projection"] = sum(p.numel() for p in self.projection.parameters())
+        return counts
+
+    def reset_parameters(self) -> None:
+        self.learnable.reset_parameters()
+        if self.projection is not None:
+            self.projection.reset_parameters()
+
+    def extra_repr(self) -> str:
+        return f"num_nodes={self.num_nodes}, embedding_dim={self.embedding_dim}"
+
+
 def build_node_input(kind: str, *, num_nodes: int, embedding_dim: int,
                      row_of_node: Tensor | None = None, tt_ranks: int | Sequence[int] = 16,
                      tt_p_shapes: Sequence[int] | None = None,
-                     tt_q_shapes: Sequence[int] | None = None, tt_init: str = "ortho",
+                     tt_q_shapes: Sequence[int] | None = None, tt_init: str = "gaussian",
                      backend: str = "auto", x: Tensor | None = None,
-                     device: torch.device | str = "cpu", seed: int = 0) -> NodeInput:
-    r"""Build the input layer named by ``kind`` (the ``--emb`` option).
+                     feature_proj: int | None = None, device: torch.device | str = "cpu",
+                     seed: int = 0) -> NodeInput:
+    r"""Build the input layer named by ``kind`` (the ``--emb`` option): one part alone, or a
+    :class:`ConcatInput` of a learnable table and the features (see :data:`KIND_PARTS`).
 
     Args:
         kind (str): one of :data:`KINDS`.
         num_nodes (int): number of nodes of the graph.
-        embedding_dim (int): width of a learned embedding (``tt``, ``full``); ``features``
-            keeps the dataset's width ``x.size(1)``.
-        row_of_node (Tensor, optional): ``tt`` only, required: int64 ``[num_nodes]``.
-        tt_ranks, tt_p_shapes, tt_q_shapes, tt_init, backend: ``tt`` only, see
+        embedding_dim (int): width of the learned table (``tt``, ``full`` parts); the
+            features keep the dataset's width ``x.size(1)`` (or ``feature_proj``).
+        row_of_node (Tensor, optional): kinds with a ``tt`` part, required: int64
+            ``[num_nodes]``.
+        tt_ranks, tt_p_shapes, tt_q_shapes, tt_init, backend: ``tt`` part only, see
             :class:`TTNodeEmbedding`.
-        x (Tensor, optional): ``features`` only, required: ``[num_nodes, F]``.
-        device (torch.device or str): ``full`` only: where its output goes; the other kinds
-            follow the model's ``.to(device)`` (default: ``"cpu"``).
-        seed (int): ``full`` only: seed of the table's initialization (default: ``0``).
+        x (Tensor, optional): kinds with a ``features`` part, required: ``[num_nodes, F]``.
+        feature_proj (int, optional): ``tt+features`` and ``full+features`` only: width of a
+            learned projection of the features, see :class:`ConcatInput` (default: ``None``).
+        device (torch.device or str): ``full`` part only: where its output goes; the other
+            parts follow the model's ``.to(device)`` (default: ``"cpu"``).
+        seed (int): ``full`` part only: seed of the table's initialization (default: ``0``).
     """
-    if kind == "tt":
+    parts = kind_parts(kind)
+    inputs: list[NodeInput] = []
+    if "tt" in parts:
         if row_of_node is None:
-            raise ValueError("build_node_input('tt') needs row_of_node (from "
-                             "partition.assign_rows)")
+            raise ValueError(f"build_node_input({kind!r}) needs row_of_node (from "
+                             f"partition.assign_rows)")
         if row_of_node.numel() != num_nodes:
-            raise ValueError(f"build_node_input('tt'): row_of_node has {row_of_node.numel()} "
-                             f"entries but num_nodes={num_nodes}")
-        return TTNodeEmbedding(row_of_node, embedding_dim, tt_ranks=tt_ranks,
-                               tt_p_shapes=tt_p_shapes, tt_q_shapes=tt_q_shapes, init=tt_init,
-                               backend=backend)
-    if kind == "full":
-        return FullNodeEmbedding(num_nodes, embedding_dim, device=device, seed=seed)
-    if kind == "features":
+            raise ValueError(f"build_node_input({kind!r}): row_of_node has "
+                             f"{row_of_node.numel()} entries but num_nodes={num_nodes}")
+        inputs.append(TTNodeEmbedding(row_of_node, embedding_dim, tt_ranks=tt_ranks,
+                                      tt_p_shapes=tt_p_shapes, tt_q_shapes=tt_q_shapes,
+                                      init=tt_init, backend=backend))
+    if "full" in parts:
+        inputs.append(FullNodeEmbedding(num_nodes, embedding_dim, device=device, seed=seed))
+    if "features" in parts:
         if x is None:
-            raise ValueError("build_node_input('features'): the dataset has no node features; "
-                             "use a learned embedding instead (kind 'tt' or 'full')")
+            raise ValueError(f"build_node_input({kind!r}): the dataset has no node features; "
+                             f"use a learned embedding instead (kind 'tt' or 'full')")
         if x.size(0) != num_nodes:
-            raise ValueError(f"build_node_input('features'): x has {x.size(0)} rows but "
+            raise ValueError(f"build_node_input({kind!r}): x has {x.size(0)} rows but "
                              f"num_nodes={num_nodes}")
-        return FeatureInput(x)
-    raise ValueError(f"build_node_input: unknown kind {kind!r} (valid: {', '.join(KINDS)})")
+        inputs.append(FeatureInput(x))
+    if len(inputs) == 1:
+        if feature_proj is not None:
+            raise ValueError(f"build_node_input({kind!r}): feature_proj={feature_proj} "
+                             f"projects the features beside a learnable table; kind {kind!r} "
+                             f"has none (use one of "
+                             f"{', '.join(k for k in KINDS if len(KIND_PARTS[k]) > 1)})")
+        return inputs[0]
+    return ConcatInput(*inputs, feature_proj=feature_proj)

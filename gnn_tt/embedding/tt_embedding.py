@@ -14,9 +14,35 @@ from kernels.tt_lookup_torch import tt_full_weight, tt_lookup_torch
 
 # full_weight() refuses tables above this many entries (1 GiB in float32).
 FULL_WEIGHT_LIMIT = 2 ** 28
-_INITS = ("ortho", "gaussian")
+# Core initializations TTEmbedding offers (TrainConfig.tt_init takes the same names).
+INITS = ("gaussian", "ortho")
 _BACKENDS = ("auto", "torch", "triton")
 _INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
+def _semi_orthogonal(shape: torch.Size, device: torch.device) -> Tensor:
+    r"""A uniformly random float64 core of ``shape`` :math:`(R_{k-1}, p_k, q_k, R_k)` whose
+    unfolding :math:`(R_{k-1} q_k) \times (p_k R_k)` (rows :math:`(r_{k-1}, j_k)`, columns
+    :math:`(i_k, r_k)`) has orthonormal rows if it has at most as many rows as columns, else
+    orthonormal columns: the Q factor of a Gaussian matrix, its signs fixed by R's diagonal."""
+    r_in, p, q, r_out = shape
+    rows, cols = r_in * q, p * r_out
+    gauss = torch.randn(max(rows, cols), min(rows, cols), dtype=torch.float64, device=device)
+    basis, triangle = torch.linalg.qr(gauss)  # (max, min), orthonormal columns
+    basis = basis * torch.sign(torch.diagonal(triangle))  # unique, so uniformly random
+    unfolding = basis.T if rows <= cols else basis  # (rows, cols)
+    return unfolding.reshape(r_in, q, p, r_out).permute(0, 2, 1, 3)
+
+
+def _grid_mean_square(cores: Sequence[Tensor]) -> float:
+    r"""Mean square entry of the whole ``prod(p) x D`` grid of the TT ``cores``, without
+    forming it: :math:`\|W\|_F^2 = E_d` with :math:`E_0 = [1]` and
+    :math:`E_k = \sum_{i, j} G_k[:, i, j, :]^T E_{k-1} G_k[:, i, j, :]`."""
+    gram = cores[0].new_ones(1, 1)
+    for core in cores:
+        gram = torch.einsum("ab,aijc,bijd->cd", gram, core, core)  # (R_k, R_k)
+    size = math.prod(core.shape[1] * core.shape[2] for core in cores)
+    return gram.item() / size
 
 
 def _triton_lookup() -> Callable[..., Tensor] | None:
@@ -42,14 +68,18 @@ class TTEmbedding(nn.Module):
     Both initializations give entries of mean square ``init_scale**2 / D`` (a row's expected
     squared norm is ``init_scale**2``, like unit-norm input features):
 
-    - ``"ortho"``: the ``prod(p) x D`` product has orthogonal columns of norm
-      ``init_scale * sqrt(prod(p) / D)`` (right-to-left QR of each core; needs
-      ``R_{k-1} q_k <= p_k R_k``). Unscaled orthonormal columns would give entries of order
-      ``1 / sqrt(prod(p))`` (about 6e-4 for ogbn-products), far too small for a GNN input,
-      hence the ``sqrt(prod(p) / D)`` factor, spread evenly over the cores.
     - ``"gaussian"``: i.i.d. :math:`\mathcal{N}(0, \sigma^2)` cores with
       :math:`\sigma^{2d} \prod_k R_k = \mathrm{init\_scale}^2 / D`, so that each entry of the
       product (a sum over :math:`\prod_k R_k` rank paths) has variance ``init_scale**2 / D``.
+    - ``"ortho"``, for every shape: semi-orthogonal cores. The unfolding
+      :math:`(R_{k-1} q_k) \times (p_k R_k)` of core :math:`k` has orthonormal rows where
+      :math:`R_{k-1} q_k \le p_k R_k`, else orthonormal columns (the Q factor of a Gaussian
+      matrix); one factor common to all cores then scales them so that the mean square entry
+      of the whole ``prod(p) x D`` grid is exactly ``init_scale**2 / D``. Where every core has
+      orthonormal rows, the grid has orthogonal columns of norm
+      ``init_scale * sqrt(prod(p) / D)``. (Unscaled orthonormal columns would give entries of
+      order ``1 / sqrt(prod(p))``, about 6e-4 for ogbn-products: far too small for a GNN
+      input.)
 
     Args:
         num_embeddings (int): number of rows :math:`N`.
@@ -62,7 +92,8 @@ class TTEmbedding(nn.Module):
             :data:`~gnn_tt.embedding.tt_shapes.TIGHT_ROWS`)
         tt_q_shapes (Sequence[int], optional): column factors, product ``== D``.
             (default: :obj:`None`, exact balanced factors of :math:`D`)
-        init (str, optional): ``"ortho"`` or ``"gaussian"``. (default: ``"ortho"``)
+        init (str, optional): ``"gaussian"`` or ``"ortho"`` (any shape). (default:
+            ``"gaussian"``, as :attr:`gnn_tt.training.config.TrainConfig.tt_init`)
         backend (str, optional): ``"torch"`` (pure torch, any device), ``"triton"`` (CUDA),
             or ``"auto"``: Triton when the cores are on CUDA and it imports. (default: ``"auto"``)
         deterministic (bool, optional): ask the Triton backend for a deterministic backward
@@ -84,7 +115,7 @@ class TTEmbedding(nn.Module):
 
     def __init__(self, num_embeddings: int, embedding_dim: int,
                  tt_ranks: int | Sequence[int] = 16, tt_p_shapes: Sequence[int] | None = None,
-                 tt_q_shapes: Sequence[int] | None = None, init: str = "ortho",
+                 tt_q_shapes: Sequence[int] | None = None, init: str = "gaussian",
                  backend: str = "auto", deterministic: bool = True, init_scale: float = 1.0,
                  num_cores: int = DEFAULT_NUM_CORES, device: torch.device | str | None = None,
                  dtype: torch.dtype | None = None) -> None:
@@ -92,8 +123,8 @@ class TTEmbedding(nn.Module):
         name = self.__class__.__name__
         for arg, value in (("num_embeddings", num_embeddings), ("embedding_dim", embedding_dim)):
             check_positive_int(arg, value, name)
-        if init not in _INITS:
-            raise ValueError(f"'{name}': init={init!r} is not one of {_INITS}")
+        if init not in INITS:
+            raise ValueError(f"'{name}': init={init!r} is not one of {INITS}")
         if backend not in _BACKENDS:
             raise ValueError(f"'{name}': backend={backend!r} is not one of {_BACKENDS}")
         if not init_scale > 0:
@@ -109,40 +140,24 @@ class TTEmbedding(nn.Module):
         self.cores = nn.ParameterList(
             nn.Parameter(torch.empty(full[k], p, q, full[k + 1], device=device, dtype=dtype))
             for k, (p, q) in enumerate(zip(self.tt_p_shapes, self.tt_q_shapes)))
-        if init == "ortho":
-            self._check_ortho_shapes()
         self.reset_parameters()
-
-    def _check_ortho_shapes(self) -> None:
-        for k, core in enumerate(self.cores):
-            r_in, p, q, r_out = core.shape
-            if r_in * q > p * r_out:
-                raise ValueError(
-                    f"'{self.__class__.__name__}': init='ortho' needs R_{k} q_{k + 1} <= "
-                    f"p_{k + 1} R_{k + 1} for every core, but core {k} has {r_in} * {q} > "
-                    f"{p} * {r_out} (tt_p_shapes={self.tt_p_shapes}, tt_q_shapes="
-                    f"{self.tt_q_shapes}, tt_ranks={self.tt_ranks}); lower the ranks or use "
-                    f"init='gaussian'")
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """Re-draw the cores with ``self.init`` (see the class docstring for the scales)."""
-        d, dim = len(self.cores), self.embedding_dim
+        d = len(self.cores)
+        mean_square = self.init_scale ** 2 / self.embedding_dim  # of an entry of W
         if self.init == "gaussian":
-            # Var(W) = prod(R) * sigma^(2d) = init_scale^2 / D
-            sigma = (self.init_scale ** 2 / dim / math.prod(self.tt_ranks)) ** (0.5 / d)
+            # Var(W) = prod(R) * sigma^(2d)
+            sigma = (mean_square / math.prod(self.tt_ranks)) ** (0.5 / d)
             for core in self.cores:
                 core.normal_(0.0, sigma)
             return
-        # orthonormal columns of the P x D product scaled to column norm init_scale sqrt(P / D)
-        per_core = (self.init_scale ** 2 * math.prod(self.tt_p_shapes) / dim) ** (0.5 / d)
-        for core in self.cores:
-            r_in, p, q, r_out = core.shape
-            # (p R_out, R_in q) with orthonormal columns: sum over (i_k, r_k) of G G = identity
-            gauss = torch.randn(p * r_out, r_in * q, dtype=torch.float64, device=core.device)
-            basis, triangle = torch.linalg.qr(gauss)
-            basis = basis * torch.sign(torch.diagonal(triangle))  # unique, uniformly random Q
-            core.copy_(basis.view(p, r_out, r_in, q).permute(2, 0, 3, 1) * per_core)
+        bases = [_semi_orthogonal(core.shape, core.device) for core in self.cores]
+        # W is homogeneous of degree d in the common factor: its mean square, of degree 2d
+        scale = (mean_square / _grid_mean_square(bases)) ** (0.5 / d)
+        for core, basis in zip(self.cores, bases):
+            core.copy_(basis * scale)
 
     @classmethod
     def from_dense(cls, weight: Tensor, tt_ranks: int | Sequence[int],

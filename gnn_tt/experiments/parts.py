@@ -5,7 +5,8 @@ A training config's position on the axis is
 - ``0`` for the dataset's original order;
 - ``k = num_parts`` for ``metis-flat``: one k-way METIS partition, nodes sorted by part, laid
   out in the config's own ``tt_p_shapes``;
-- ``p1 = tt_p_shapes[0]`` for ``hierarchical``: the number of top-level parts. A sweep gives
+- ``p1 = tt_p_shapes[0]`` for ``hierarchical``: the number of top-level parts (the row factors
+  the job used, which its summary holds when the config leaves them to the job). A sweep gives
   the other ``d - 1`` row factors the capacity each top-level part needs
   (:meth:`~gnn_tt.embedding.tt_shapes.TTShapePolicy.row_shapes` with ``top_parts=p1``), with
   ``d`` the length of the base config's ``tt_p_shapes`` (the default number of cores when it
@@ -17,23 +18,32 @@ A training config's position on the axis is
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from gnn_tt.embedding.tt_shapes import DEFAULT_NUM_CORES, TTShapePolicy
 from gnn_tt.training.config import TrainConfig
 from partition import PARTITIONING_METHODS
 
 
-def parts_of(config: dict[str, Any]) -> int | None:
-    """Position of a training config (``TrainConfig.to_dict()``) on the axis, ``None`` when
-    its layout is off the axis (see the module docstring)."""
+def parts_of(config: dict[str, Any], tt_p_shapes: Sequence[int] | None = None) -> int | None:
+    r"""Position of a training config on the axis, ``None`` when its layout is off the axis
+    (see the module docstring).
+
+    Args:
+        config (dict): the training config (``TrainConfig.to_dict()``).
+        tt_p_shapes (sequence of int, optional): the row factors the job used (its summary's);
+            ``hierarchical`` reads ``p1`` from them, else from the config's. A ``hierarchical``
+            config with neither (a job that failed before choosing them) is off the axis.
+            (default: ``None``)
+    """
     partition = config.get("partition")
     if partition == "original":
         return 0
     if partition == "metis-flat":
         return int(config["num_parts"])
     if partition == "hierarchical":
-        return int(config["tt_p_shapes"][0])
+        shapes = tt_p_shapes or config.get("tt_p_shapes")
+        return int(shapes[0]) if shapes else None
     return None
 
 

@@ -23,13 +23,15 @@ import csv
 import io
 import json
 import math
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from gnn_tt.common.io import atomic_write_bytes, atomic_write_json, atomic_write_text
-from gnn_tt.training.summary import TrainSummary
+from gnn_tt.embedding.node_input import kind_parts
 from gnn_tt.experiments.parts import parts_of
+from gnn_tt.training.summary import TrainSummary
 
 STATUSES = ("ok", "cached", "failed")
 # Columns of sweep.csv / report.csv: one row per training run (seed) of every record.
@@ -63,14 +65,16 @@ def make_record(name: str, config: dict[str, Any],
     # The row factors actually used: the job's (derived when the config has none; none for
     # an input other than TT), else, for a failed job or a summary without them, the config's.
     p_shapes = config.get("tt_p_shapes")
-    if summary is not None and (summary.tt_p_shapes is not None or emb != "tt"):
+    has_tt = emb is not None and "tt" in kind_parts(emb)
+    if summary is not None and (summary.tt_p_shapes is not None or not has_tt):
         p_shapes = summary.tt_p_shapes
     return {
         "name": name, "status": status, "error": error,
         "dataset": config.get("dataset"), "model": config.get("model"), "emb": emb,
         # A full table or fixed features have no TT rank; keep the row key None for them.
-        "tt_rank": config.get("tt_rank") if emb == "tt" else None,
-        "partition": config.get("partition"), "parts": parts_of(config) if emb == "tt" else None,
+        "tt_rank": config.get("tt_rank") if has_tt else None,
+        "partition": config.get("partition"),
+        "parts": parts_of(config, p_shapes) if has_tt else None,
         "output": output, "tt_p_shapes": p_shapes,
         "test_acc": summary and summary.test_acc.to_dict(),
         "val_acc": summary and summary.val_acc.to_dict(),
@@ -80,16 +84,62 @@ def make_record(name: str, config: dict[str, Any],
     }
 
 
+def _read_json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; a ValueError names the file when it holds anything else."""
+    try:
+        data = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{str(path)!r} is not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{str(path)!r} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
 def load_run_dir(path: str | Path) -> dict[str, Any]:
     """Record of a finished ``gnn-tt train`` output directory (``config.json`` +
-    ``summary.json``)."""
+    ``summary.json``).
+
+    Raises:
+        FileNotFoundError: a file is missing.
+        ValueError: a file is not what training writes (naming it).
+    """
     path = Path(path)
     for file in ("config.json", "summary.json"):
         if not (path / file).is_file():
             raise FileNotFoundError(f"run directory {str(path)!r} has no {file}")
-    config = json.loads((path / "config.json").read_text())
-    summary = TrainSummary.from_dict(json.loads((path / "summary.json").read_text()))
+    config = _read_json_object(path / "config.json")
+    data = _read_json_object(path / "summary.json")
+    try:
+        summary = TrainSummary.from_dict(data)
+    except (KeyError, TypeError) as err:  # a field of the wrong type or shape
+        raise ValueError(f"{str(path / 'summary.json')!r} is not a training summary "
+                         f"({type(err).__name__}: {err})") from None
+    except ValueError as err:
+        raise ValueError(f"{str(path / 'summary.json')!r}: {err}") from None
     return make_record(path.name, config, summary, output=str(path))
+
+
+def _check_sweep(path: Path, data: dict[str, Any]) -> None:
+    """Raise a ValueError naming ``path`` unless ``data`` has what :func:`sweep_title` and
+    the renderers read: ``sweep.method``, ``base`` and ``cells``, records with every key of
+    :func:`make_record`'s."""
+    keys = make_record("", {}, None, status="failed")  # every key of a record
+    problem = None
+    if not isinstance(data.get("sweep"), dict) or "method" not in data["sweep"]:
+        problem = "no 'sweep' object with a 'method'"
+    elif not isinstance(data.get("base"), dict):
+        problem = "no 'base' config"
+    elif not isinstance(data.get("cells"), list):
+        problem = "no 'cells' list"
+    else:
+        for i, cell in enumerate(data["cells"]):
+            missing = [k for k in keys if k not in cell] if isinstance(cell, dict) else None
+            if missing is None or missing or cell["status"] not in STATUSES:
+                problem = f"cell {i} is not a sweep record" + (
+                    f" (missing {missing})" if missing else "")
+                break
+    if problem:
+        raise ValueError(f"{str(path)!r} is not a sweep's sweep.json: {problem}")
 
 
 def load_dir(path: str | Path) -> tuple[str, list[dict[str, Any]], bool]:
@@ -97,16 +147,24 @@ def load_dir(path: str | Path) -> tuple[str, list[dict[str, Any]], bool]:
 
     Returns:
         ``(title, records, is_sweep)``.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist, or is neither kind of directory.
+        ValueError: its files are not what a sweep or training writes (naming the file).
     """
     path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{str(path)!r} " + (
+            "is not a directory" if path.exists() else "does not exist"))
     if (path / "sweep.json").is_file():
-        data = json.loads((path / "sweep.json").read_text())
+        data = _read_json_object(path / "sweep.json")
+        _check_sweep(path / "sweep.json", data)
         return sweep_title(data), list(data["cells"]), True
     if (path / "summary.json").is_file():
         return path.name, [load_run_dir(path)], False
     raise FileNotFoundError(
         f"{str(path)!r} is neither a sweep directory (sweep.json) nor a run directory "
-        "(config.json + summary.json)")
+        "(config.json + summary.json)" + ("; it is empty" if not any(path.iterdir()) else ""))
 
 
 def sweep_title(data: dict[str, Any]) -> str:
@@ -185,7 +243,7 @@ def leaderboard(records: Sequence[dict[str, Any]]) -> str:
               "parameters", "reduction"]
     rows = []
     for r in ok:
-        emb = r["emb"] if r["emb"] != "tt" else f"tt r{r['tt_rank']} {r['partition']}" + (
+        emb = r["emb"] if r["tt_rank"] is None else f"{r['emb']} r{r['tt_rank']} {r['partition']}" + (
             f" {r['parts']}" if r["parts"] else "")
         params = r["embedding_parameters"]
         rows.append([r["name"], str(r["dataset"]), str(r["model"]), emb,
@@ -239,10 +297,15 @@ def write_csv(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
 
 
 def plot_sweep(records: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path:
+    """Write :func:`sweep_png` of ``records`` to ``path``, atomically."""
+    return atomic_write_bytes(path, sweep_png(records, title))
+
+
+def sweep_png(records: Sequence[dict[str, Any]], title: str = "") -> bytes:
     r"""Accuracy versus parts: one line per TT rank with mean ± std error bars, the full table
     as a horizontal line with its ± std band. Parts are placed at evenly spaced positions
-    (the axis 0, 4, 16, ..., 3200 spans orders of magnitude and starts at 0). Written
-    atomically (PNG, matplotlib's Agg backend)."""
+    (the axis 0, 4, 16, ..., 3200 spans orders of magnitude and starts at 0). A PNG
+    (matplotlib's Agg backend)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -274,7 +337,7 @@ def plot_sweep(records: Sequence[dict[str, Any]], path: str | Path, title: str =
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+    return buf.getvalue()
 
 
 def write_outputs(output: str | Path, stem: str, title: str,
@@ -318,29 +381,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """CLI of ``gnn-tt report``. Every directory is read and every output rendered before the
+    first file is written, so a bad input writes nothing: it ends in a one-line error and exit
+    status 2."""
     args = build_parser().parse_args(argv)
     output = Path(args.output)
+    try:
+        loaded = [load_dir(d) for d in args.dirs]
+    except (OSError, ValueError) as err:
+        print(f"gnn-tt report: error: {err}", file=sys.stderr)
+        return 2
     sections, everything, loose = [], [], []
-    for i, d in enumerate(args.dirs):
-        title, records, is_sweep = load_dir(d)
+    pngs: dict[str, bytes] = {}
+    for i, (title, records, is_sweep) in enumerate(loaded):
         everything += records
         if is_sweep:
             sections.append(render_markdown(title, records))
             if _grid(records)[0]:
-                png = plot_sweep(records, output / f"sweep{i}.png", title)
-                sections.append(f"![{title}]({png.name})\n")
+                pngs[f"sweep{i}.png"] = sweep_png(records, title)
+                sections.append(f"![{title}](sweep{i}.png)\n")
         else:
             loose += records
     if loose:
         sections.append(render_markdown("runs", loose))
         if _grid(loose)[0]:
-            png = plot_sweep(loose, output / "runs.png", "runs")
-            sections.append(f"![runs]({png.name})\n")
+            pngs["runs.png"] = sweep_png(loose, "runs")
+            sections.append("![runs](runs.png)\n")
     if len(args.dirs) > 1:
         sections.append("## Leaderboard over all directories\n\n"
                         + leaderboard(unique_records(everything)) + "\n")
     text = "\n".join(sections)
     rows = run_rows(everything)
+    for name, png in pngs.items():
+        atomic_write_bytes(output / name, png)
     atomic_write_text(output / "report.md", text)
     atomic_write_json(output / "report.json", {"dirs": list(args.dirs), "cells": everything,
                                                "runs": rows})

@@ -9,7 +9,10 @@ Example::
 
 Each cell trains with :func:`gnn_tt.training.train.run` in its own directory ``OUTPUT/cells/NAME``;
 a cell whose ``summary.json`` exists beside a ``config.json`` matching the cell's config is
-skipped, so an interrupted sweep resumes where it stopped. All cells share the base config's
+skipped, so an interrupted sweep resumes where it stopped. A cell begun under the same training
+config continues from its checkpoint (``resume``); a directory holding another config's run
+is replaced (``overwrite``). With ``--overwrite`` every cell is trained again from scratch;
+``--resume`` changes nothing (the sweep always resumes). All cells share the base config's
 partition cache directory (``--cache-dir``), so each row assignment is computed once. A
 failing cell is recorded with its error and the sweep goes on. After
 every cell, rank 0 rewrites ``sweep.json`` (every run), ``sweep.csv``, ``sweep.md`` and
@@ -104,7 +107,7 @@ def build_cells(sweep: SweepConfig, base: TrainConfig, num_nodes: int) -> list[C
     """The cells of the grid (rank-major, parts in the given order), then the full table."""
     too_many = [k for k in sweep.partitions if k > num_nodes]
     if too_many:
-        raise ValueError(f"sweep: partitions {too_many} exceed the number of nodes "
+        raise ValueError(f"--partitions {too_many} exceed the number of nodes "
                          f"({num_nodes}) of dataset {base.dataset!r}")
     root = Path(base.output)
     policy = dataclasses.replace(PARTITION_ROWS, row_slack=sweep.slack)
@@ -143,10 +146,24 @@ def cached_summary(cell: Cell) -> dict[str, Any] | None:
     have = _normalized(json.loads((out / "config.json").read_text()))
     diff = sorted(k for k, v in want.items() if v is not None and have.get(k) != v)
     if diff:
-        print(f"sweep: {cell.name}: config.json differs in {diff}; training it again",
+        print(f"sweep: {cell.name}: config.json differs in {diff}; not cached",
               file=sys.stderr)
         return None
     return json.loads((out / "summary.json").read_text())
+
+
+def resumable(cell: Cell) -> bool:
+    """Whether the cell's directory holds a run begun under the cell's training config (its
+    ``config.json`` differs at most in fields a checkpoint resumes under), which the cell then
+    continues; else the directory is empty or holds another config's run, which it replaces."""
+    path = Path(cell.config.output) / "config.json"
+    if not path.is_file():
+        return False
+    try:
+        saved = TrainConfig.from_dict(json.loads(path.read_text()))
+    except ValueError:  # unreadable, or written by another version of TrainConfig
+        return False
+    return not cell.config.differing_fields(saved)
 
 
 def _max_over_ranks(value: int, device: torch.device) -> int:
@@ -163,16 +180,22 @@ def _run_cell(cell: Cell, runner: Runner, device: torch.device, main_rank: bool
         ``(status, error, summary)``; ``summary`` is ``None`` for a failed cell.
     """
     # Rank 0 alone may see the files (nodes need not share a file system): its decision.
-    summary = cached_summary(cell) if main_rank else None
+    summary, resume = None, False
+    if main_rank and not cell.config.overwrite:
+        summary = cached_summary(cell)
+        resume = summary is None and resumable(cell)
     if _max_over_ranks(int(summary is not None), device):
         return "cached", None, summary
+    resume = bool(_max_over_ranks(int(resume), device))
     if main_rank:
-        # A summary.json here belongs to another config: gone, so an interrupted run of this
-        # one is never mistaken for finished.
+        if resume:
+            print(f"sweep: {cell.name}: continuing its run", file=sys.stderr)
+        # A summary.json here belongs to another config (or fewer runs): gone, so an
+        # interrupted run of this one is never mistaken for finished.
         (Path(cell.config.output) / "summary.json").unlink(missing_ok=True)
     error = None
     try:
-        summary = runner(cell.config)
+        summary = runner(dataclasses.replace(cell.config, resume=resume, overwrite=not resume))
     except Exception as e:  # a failed cell is a result: record it and go on
         error = f"{type(e).__name__}: {e}"
         traceback.print_exc()
@@ -284,8 +307,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         base = dataclasses.replace(base, output=os.path.join(
             "runs", f"sweep-{sweep.method}-{base.training_hash()}"))
     from gnn_tt.data import load_dataset
-    num_nodes = int(load_dataset(base.dataset, base.root).num_nodes)
-    records = run_sweep(sweep, base, num_nodes)
+    from gnn_tt.training.train import resolve_device
+    try:
+        device = resolve_device(base.device)
+        num_nodes = int(load_dataset(base.dataset, base.root).num_nodes)
+        build_cells(sweep, base, num_nodes)  # the grid fits the graph, before any cell trains
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"gnn-tt sweep: error: {e}", file=sys.stderr)
+        return 2
+    records = run_sweep(sweep, base, num_nodes, device=device)
     if records:
         print((Path(base.output) / "sweep.md").read_text())
     return 1 if any(r["status"] == "failed" for r in records) else 0

@@ -1,5 +1,6 @@
-"""The trained model: an input layer (TT / full table / features) followed by a block GNN, with
-the parameter split for separate optimizers and the DDP wrapping that suits each input."""
+"""The trained model: an input layer (TT / full table / features, or a table beside the
+features) followed by a block GNN, with the parameter split for separate optimizers and the DDP
+wrapping that suits each input."""
 from __future__ import annotations
 
 import sys
@@ -58,9 +59,16 @@ class NodeClassifier(nn.Module):
         return self.node_input.embedding_parameters()
 
     def gnn_parameters(self) -> list[nn.Parameter]:
-        """Every other parameter (the GNN's), for the dense optimizer."""
+        """Every other parameter, for the dense optimizer: the GNN's and a feature
+        projection's (see ``ConcatInput``)."""
         table = {id(p) for p in self.embedding_parameters()}
         return [p for p in self.parameters() if id(p) not in table]
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Number of parameters of each part: the input's learned parts (``tt_cores``,
+        ``full_table``, ``feature_projection``, those present) and ``gnn``."""
+        return {**self.node_input.parameter_counts(),
+                "gnn": sum(p.numel() for p in self.gnn.parameters())}
 
     def ddp_ignored_names(self) -> list[str]:
         """Fully qualified names DDP must skip (see ``NodeInput.ddp_ignored_names``)."""
@@ -101,8 +109,8 @@ def wrap_ddp(model: NodeClassifier, **ddp_kwargs) -> DistributedDataParallel:  #
     r"""Wrap ``model`` in ``DistributedDataParallel`` leaving out what DDP must not touch:
     the host-resident full table (it syncs its sparse gradient itself:
     ``model.node_input.sync_gradients()`` after ``backward()``) and the large per-node
-    buffers (``row_of_node``, features) that every rank builds identically. The GNN and the
-    TT cores are broadcast from rank 0 and all-reduced as usual.
+    buffers (``row_of_node``, features) that every rank builds identically. The GNN, the TT
+    cores and a feature projection are broadcast from rank 0 and all-reduced as usual.
 
     Args:
         model (NodeClassifier): the model, already on its device.

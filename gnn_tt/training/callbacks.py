@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
 from gnn_tt.common import distributed as dist
+from gnn_tt.training.checkpoint import restarted
 from gnn_tt.training.run_state import EpochRecord
 
 # "RANK:EPOCH" asks for a FailAfterEpoch(RANK, EPOCH) on the first attempt of a job.
@@ -47,7 +48,7 @@ class FailAfterEpoch:
             ValueError: ``FAIL_ENV`` is not of the form ``RANK:EPOCH``.
         """
         spec = os.environ.get(FAIL_ENV)
-        if not spec or int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) != 0:
+        if not spec or restarted():
             return None
         try:
             rank, epoch = (int(v) for v in spec.split(":"))

@@ -2,22 +2,28 @@
 
 A checkpoint holds everything needed to continue bitwise-identically at an epoch boundary:
 the model and optimizer states, the (run, epoch) position, the RNG states of every rank
-(torch, CUDA, numpy, python), the config, a hash of the row assignment, and the metrics so far.
-The data loader needs no state of its own: its order and sampling depend only on
-(seed, epoch, rank).
+(torch, CUDA, numpy, python), the config, a hash of the row assignment, the metrics so far and
+the wall seconds the job has run. The data loader needs no state of its own: its order and
+sampling depend only on (seed, epoch, rank).
+
+The output directory belongs to one job: :func:`check_output` refuses a non-empty one unless
+the job resumes it or overwrites it, and :func:`clear_output` removes an overwritten job's files.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-import pickle
 import random
+import types
+import typing
 import zipfile
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from gnn_tt.common import distributed as dist
 from gnn_tt.common.io import atomic_torch_save, atomic_write_text
@@ -27,10 +33,53 @@ from gnn_tt.training.summary import RunResult
 
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT_VERSION = 1
+# A job's files in its output directory that would outlive an overwrite (config.json is
+# replaced by the new job's), in the order they are removed: the summary first, so that a
+# crash midway never leaves a run that looks finished, the checkpoint last.
+RUN_FILES = ("summary.json", "metrics.jsonl", CHECKPOINT_NAME)
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used: unreadable, or written for another config / layout."""
+
+
+def restarted() -> bool:
+    """Whether torchrun restarted this job after a failure (``TORCHELASTIC_RESTART_COUNT``
+    > 0): a restart resumes whatever its flags say, since it repeats the first command line."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+
+
+def resuming(config: TrainConfig) -> bool:
+    """Whether the job continues from its checkpoint when one exists: ``config.resume`` or a
+    torchrun restart."""
+    return config.resume or restarted()
+
+
+def check_output(config: TrainConfig) -> None:
+    """Refuse to start in a non-empty output directory unless the job resumes
+    (:func:`resuming`) or ``config.overwrite`` replaces it. Rank 0 looks and every rank learns
+    its answer (collective), so that the ranks agree even while rank 0 starts writing.
+
+    Raises:
+        FileExistsError: the directory is not empty (naming it and the two flags).
+    """
+    if resuming(config) or config.overwrite:
+        return
+    out = Path(config.output)
+    taken = dist.is_main() and out.is_dir() and any(out.iterdir())
+    if dist.world_size() > 1:
+        taken = dist.broadcast_object(taken)
+    if taken:
+        raise FileExistsError(f"output directory {str(out)!r} is not empty; pass --resume to "
+                              f"continue its run or --overwrite to replace it")
+
+
+def clear_output(output: str | os.PathLike) -> None:
+    """Remove the files of an earlier job from ``output`` (:data:`RUN_FILES`), before an
+    overwriting job writes its ``config.json``: a crash midway leaves the old ``config.json``
+    beside what is left of the old job's files, never an old checkpoint beside a new config."""
+    for name in RUN_FILES:
+        (Path(output) / name).unlink(missing_ok=True)
 
 
 def rng_state() -> dict[str, Any]:
@@ -46,21 +95,166 @@ def rng_state() -> dict[str, Any]:
     return state
 
 
+def _numpy_state(state: dict[str, Any]) -> tuple:
+    """The numpy part of an :func:`rng_state` in the form ``np.random.set_state`` takes."""
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    return kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss
+
+
+def _python_state(state: dict[str, Any]) -> tuple:
+    """The python part of an :func:`rng_state` in the form ``random.setstate`` takes."""
+    version, internal, gauss_next = state["python"]
+    return version, tuple(internal), gauss_next
+
+
 def set_rng_state(state: dict[str, Any]) -> None:
     """Restore what :func:`rng_state` returned."""
     torch.set_rng_state(state["torch"])
-    kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    version, internal, gauss_next = state["python"]
-    random.setstate((version, tuple(internal), gauss_next))
+    np.random.set_state(_numpy_state(state))
+    random.setstate(_python_state(state))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _rng_problem(state: Any) -> str | None:
+    """Why :func:`set_rng_state` would fail on ``state``, found by loading each part into a
+    fresh generator (the global ones stay untouched); ``None`` when it would not."""
+    if not isinstance(state, dict):
+        return f"not a dict but {type(state).__name__}"
+    try:
+        torch.Generator().set_state(state["torch"])
+        np.random.RandomState().set_state(_numpy_state(state))
+        random.Random().setstate(_python_state(state))
+    except Exception as err:  # whatever a generator refuses, the state is unusable
+        return f"{type(err).__name__}: {str(err)[:100]}"
+    if not _conforms(state.get("cuda", []), list[Tensor]):
+        return "its cuda states are not a list of tensors"
+    return None
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     """Write ``state`` (see :func:`load_checkpoint` for the keys) atomically to ``path``: a
     crash mid-write leaves the previous checkpoint intact."""
     return atomic_torch_save({"format": FORMAT_VERSION, **state}, path)
+
+
+# The keys Checkpointer.save writes and the types resuming reads them as. A key added to the
+# checkpoint later is optional, so that checkpoints written before it still load.
+_REQUIRED_KEYS: dict[str, Any] = {
+    "config": dict[str, Any], "row_assignment_hash": str | None, "run": int, "epoch": int,
+    "model": dict[str, Tensor], "optimizers": dict[str, dict[str, Any]],
+    "rng": list[dict[str, Any]], "run_state": dict[str, Any],
+    "finished_runs": list[dict[str, Any]], "history": list[dict[str, Any]]}
+_OPTIONAL_KEYS: dict[str, Any] = {"elapsed_seconds": float}
+
+
+def _conforms(value: Any, hint: Any) -> bool:
+    """Whether ``value`` is of type ``hint``: a class, ``Any``, a union (``X | None``),
+    ``list[X]`` or ``dict[K, V]``, checked element by element. ``int`` excludes ``bool``;
+    ``float`` accepts an ``int`` too."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_conforms(value, arg) for arg in args)
+    if origin is list:
+        return isinstance(value, list) and all(_conforms(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(_conforms(k, args[0]) and _conforms(v, args[1])
+                                               for k, v in value.items())
+    if hint is type(None):
+        return value is None
+    if hint in (int, float):
+        return isinstance(value, (int, hint)) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _record_problem(cls: type, data: Any) -> str | None:
+    """Why ``cls.from_dict(data)`` would not give a ``cls`` (a dataclass) whose fields have
+    their annotated types; ``None`` when it would."""
+    try:
+        record = cls.from_dict(data)
+    except (AttributeError, TypeError, ValueError) as err:
+        return f"not {cls.__name__} fields ({err})"
+    hints = typing.get_type_hints(cls)
+    wrong = [f.name for f in dataclasses.fields(cls)
+             if not _conforms(getattr(record, f.name), hints[f.name])]
+    return f"{cls.__name__} fields of the wrong type: {wrong}" if wrong else None
+
+
+def _optimizer_problem(state: dict[str, Any]) -> str | None:
+    """Why ``state`` is not an ``Optimizer.state_dict()``; ``None`` when it is one."""
+    if not _conforms(state.get("state"), dict[int, dict[str, Any]]):
+        return "its 'state' is not a dict of per-parameter dicts"
+    if not _conforms(state.get("param_groups"), list[dict[str, Any]]) or not all(
+            _conforms(group.get("params"), list[int]) for group in state["param_groups"]):
+        return "its 'param_groups' are not dicts holding 'params' lists"
+    return None
+
+
+def _structure_problem(state: dict[str, Any]) -> str | None:
+    """Why ``state`` (a dict read from a checkpoint file) is not what
+    :meth:`Checkpointer.save` writes, or ``None``: every key that resuming reads is there with
+    the type it is read as, the records rebuild as their dataclasses, the RNG and optimizer
+    states load, and the position agrees with the finished runs and the run's progress."""
+    for key, hint in {**_REQUIRED_KEYS, **_OPTIONAL_KEYS}.items():
+        if key not in state:
+            if key in _REQUIRED_KEYS:
+                return f"no {key!r}"
+        elif not _conforms(state[key], hint):
+            expected = str(hint) if typing.get_args(hint) else hint.__name__
+            return f"{key!r} is not of type {expected.replace('typing.', '')}"
+    try:
+        saved = TrainConfig.from_dict(state["config"])
+    except (TypeError, ValueError) as err:
+        return f"config: {err}"
+    run, epoch, finished = state["run"], state["epoch"], state["finished_runs"]
+    if run < 0 or not 0 <= epoch <= saved.epochs:
+        return f"run {run}, epoch {epoch}: need run >= 0 and 0 <= epoch <= {saved.epochs}"
+    if len(finished) != run:
+        return f"{len(finished)} finished runs before run {run}"
+    for key, cls in (("finished_runs", RunResult), ("history", EpochRecord)):
+        for i, record in enumerate(state[key]):
+            problem = _record_problem(cls, record)
+            if problem is not None:
+                return f"{key}[{i}]: {problem}"
+    if epoch > 0 or state["run_state"]:
+        problem = _record_problem(RunState, state["run_state"])
+        if problem is not None:
+            return f"run_state: {problem}"
+        timed = len(RunState.from_dict(state["run_state"]).epoch_seconds)
+        if timed != epoch:
+            return f"run_state: {timed} epoch times after {epoch} epochs"
+    if not state["rng"]:
+        return "no RNG state"
+    for i, rng in enumerate(state["rng"]):
+        problem = _rng_problem(rng)
+        if problem is not None:
+            return f"rng[{i}]: {problem}"
+    for name, optimizer in state["optimizers"].items():
+        problem = _optimizer_problem(optimizer)
+        if problem is not None:
+            return f"optimizer {name!r}: {problem}"
+    return None
+
+
+def _verify_records(path: Path) -> None:
+    """Check each record of the checkpoint's zip archive (the pickle, every tensor's bytes)
+    against the CRC-32 that ``torch.save`` stores beside it. ``torch.load`` does not, so
+    without this a damaged tensor would load with other numbers.
+
+    Raises:
+        zipfile.BadZipFile: not a zip archive, or a record fails its check.
+    """
+    with zipfile.ZipFile(path) as archive:
+        bad = archive.testzip()
+    if bad is not None:
+        raise zipfile.BadZipFile(f"record {bad!r} fails its CRC-32 check")
+
+
+def _corrupt(path: Path, reason: str) -> CheckpointError:
+    return CheckpointError(f"checkpoint {str(path)!r} is corrupt or unreadable ({reason}); "
+                           f"delete it to start over")
 
 
 def load_checkpoint(path: str | os.PathLike, config: TrainConfig,
@@ -78,24 +272,30 @@ def load_checkpoint(path: str | os.PathLike, config: TrainConfig,
         dict: ``config``, ``row_assignment_hash``, ``run``, ``epoch`` (epochs completed in
         ``run``), ``model``, ``optimizers``, ``rng`` (one state per rank), ``run_state``
         (:meth:`RunState.to_dict`; empty at the start of a run), ``finished_runs``
-        (:meth:`RunResult.to_dict` of each) and ``history`` (:meth:`EpochRecord.to_dict` of
-        each), as written by :meth:`Checkpointer.save`.
+        (:meth:`RunResult.to_dict` of each), ``history`` (:meth:`EpochRecord.to_dict` of
+        each) and ``elapsed_seconds`` (wall seconds of the job so far, over all its processes;
+        absent from checkpoints written before it was stored), as written by
+        :meth:`Checkpointer.save`.
 
     Raises:
-        CheckpointError: unreadable or corrupt file (naming the path), a different config
-            (naming the differing fields) or a different row assignment.
+        CheckpointError: unreadable or corrupt file (naming the path): damaged bytes (every
+            record is checked against its CRC-32) or contents that are not what
+            :meth:`Checkpointer.save` writes; a different config (naming the differing
+            fields); a different row assignment; fewer ranks' RNG states than this job has
+            ranks.
     """
     path = Path(path)
     try:
+        _verify_records(path)
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile,
-            ValueError) as err:
-        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or unreadable "
-                              f"({type(err).__name__}: {str(err)[:200]}); delete it to start "
-                              f"over") from err
+    except Exception as err:  # damaged zip or pickle data raise errors of many kinds
+        raise _corrupt(path, f"{type(err).__name__}: {str(err)[:200]}") from err
     if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"checkpoint {str(path)!r} is not a gnn_tt checkpoint of format "
                               f"{FORMAT_VERSION}")
+    problem = _structure_problem(state)
+    if problem is not None:
+        raise _corrupt(path, problem)
     saved = TrainConfig.from_dict(state["config"])
     differing = config.differing_fields(saved)
     if differing:
@@ -108,6 +308,11 @@ def load_checkpoint(path: str | os.PathLike, config: TrainConfig,
         raise CheckpointError(f"checkpoint {str(path)!r} was written for a different row "
                               f"assignment (hash {state['row_assignment_hash']} vs now "
                               f"{row_assignment_hash}): the partition changed")
+    if len(state["rng"]) < dist.world_size():
+        raise CheckpointError(f"checkpoint {str(path)!r} holds the RNG states of "
+                              f"{len(state['rng'])} ranks but this job has "
+                              f"{dist.world_size()}; resume with at most {len(state['rng'])} "
+                              f"processes")
     return state
 
 
@@ -131,15 +336,15 @@ class Checkpointer:
 
     def restore(self) -> dict[str, Any] | None:
         """The checkpoint to continue from (see :func:`load_checkpoint`) when resuming
-        (``config.resume`` or a torchrun restart) and one exists; else ``None``."""
-        restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
-        if not (self.config.resume or restarted) or not self.path.exists():
+        (:func:`resuming`) and one exists; else ``None``."""
+        if not resuming(self.config) or not self.path.exists():
             return None
         return load_checkpoint(self.path, self.config, self.row_assignment_hash)
 
     def save(self, run: int, epoch: int, model: torch.nn.Module,
              optimizers: dict[str, torch.optim.Optimizer], run_state: RunState | None,
-             finished: Sequence[RunResult], history: Sequence[EpochRecord]) -> None:
+             finished: Sequence[RunResult], history: Sequence[EpochRecord],
+             elapsed_seconds: float) -> None:
         r"""Gather every rank's RNG states; rank 0 writes the checkpoint and
         ``metrics.jsonl``. Collective: every rank calls it.
 
@@ -152,6 +357,7 @@ class Checkpointer:
                 (stored as an empty dict).
             finished (list of RunResult): the runs finished so far.
             history (list of EpochRecord): every epoch trained so far.
+            elapsed_seconds (float): wall seconds of the job so far, over all its processes.
         """
         rngs = [rng_state()]
         if dist.world_size() > 1:
@@ -164,7 +370,8 @@ class Checkpointer:
                 "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
                 "rng": rngs, "run_state": {} if run_state is None else run_state.to_dict(),
                 "finished_runs": [r.to_dict() for r in finished],
-                "history": [r.to_dict() for r in history]})
+                "history": [r.to_dict() for r in history],
+                "elapsed_seconds": elapsed_seconds})
             atomic_write_text(self.metrics_path, "".join(
                 json.dumps(r.to_dict(), sort_keys=True) + "\n" for r in history))
         dist.barrier()  # the checkpoint is on disk before any rank moves on (or dies)

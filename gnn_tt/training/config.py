@@ -27,17 +27,16 @@ from typing import Any, Sequence
 import yaml
 
 from gnn_tt.common.checks import check_positive_int
-from gnn_tt.embedding.node_input import KINDS as EMBEDDING_KINDS
+from gnn_tt.embedding.node_input import KINDS as EMBEDDING_KINDS, kind_parts
+from gnn_tt.embedding.tt_embedding import INITS as TT_INITS
 from partition import METHODS as PARTITION_METHODS
 
 MODELS = ("gat", "sage")
-TT_INITS = ("gaussian", "ortho")
 GAT_NORMS = ("batch", "layer", "none")
 
 # The embedded default graph: products-like (power-law community graph, labels follow the
-# communities; 16 classes of Zipf sizes, the majority class ~0.3), small enough that
-# `gnn-tt train` with no arguments ends in about 1-3 min on 2 CPU cores (measured: test
-# accuracy 0.13 -> 0.57 in 12 epochs).
+# communities; 16 classes of Zipf sizes, the majority class ~0.3), generated in memory and
+# small enough that `gnn-tt train` with no dataset ends within minutes on 2 CPU cores.
 DEFAULT_DATASET = "synthetic:nodes=10000,degree=12,classes=16,seed=0"
 
 # What a field changes, its metadata "kind":
@@ -68,19 +67,27 @@ class TrainConfig:
             or ``./data``, resolved by the data loader).
         model (str): GNN, one of ``gat``, ``sage``. (default: ``"gat"``)
         emb (str): input layer: ``tt`` (TT-compressed learnable node embeddings), ``full``
-            (host-resident full learnable table, the baseline) or ``features`` (the dataset's
-            node features). (default: ``"tt"``)
-        emb_dim (int): embedding width D; for ``tt`` it must equal ``prod(tt_q_shapes)``.
-            (default: ``32``)
+            (host-resident full learnable table, the baseline), ``features`` (the dataset's
+            node features), ``tt+features`` or ``full+features`` (the learnable table
+            concatenated with the dataset's node features). The ``features`` kinds need a
+            dataset with node features (ogbn-*, npz files with ``x``). (default: ``"tt"``)
+        emb_dim (int): width D of the learnable table; for ``tt`` it must equal
+            ``prod(tt_q_shapes)``. A ``+features`` input is ``D + F`` wide (``F``: the
+            features' width, or ``feature_proj``). (default: ``32``)
+        feature_proj (int, optional): ``tt+features`` / ``full+features`` only: width of a
+            learned linear projection of the node features before the concatenation,
+            trained with the GNN's optimizer (``lr``, ``weight_decay``); ``None`` feeds the
+            raw features. (default: ``None``)
         tt_rank (int): inner TT rank R of every core. (default: ``16``)
         tt_p_shapes (tuple of int, optional): row factors, product >= number of nodes
             (default: chosen from the graph size by
             :data:`gnn_tt.embedding.tt_shapes.PARTITION_ROWS`).
         tt_q_shapes (tuple of int, optional): column factors, product == ``emb_dim``
             (default: balanced factors of ``emb_dim``).
-        tt_init (str): TT core initialization, ``gaussian`` or ``ortho`` (orthonormal
-            columns; needs ``R_{k-1} q_k <= p_k R_k`` for every core, which small graphs with
-            rank 16 do not meet). (default: ``"gaussian"``)
+        tt_init (str): TT core initialization, ``gaussian`` (i.i.d. normal cores) or
+            ``ortho`` (semi-orthogonal cores, for every shape); both give the table's entries
+            mean square ``1 / emb_dim``, see :class:`~gnn_tt.embedding.TTEmbedding`.
+            (default: ``"gaussian"``)
         partition (str): node -> row layout, one of :data:`partition.METHODS`.
             (default: ``"hierarchical"``)
         num_parts (int, optional): k of ``metis-flat`` (0 = original order); required by it.
@@ -113,6 +120,9 @@ class TrainConfig:
             the same for the same training config, so a restarted command finds its checkpoint).
         resume (bool): continue from ``output/checkpoint.pt`` when it exists; restarts under
             ``torchrun --max-restarts`` resume automatically. (default: ``False``)
+        overwrite (bool): replace what ``output`` holds (its checkpoint, metrics and summary
+            are removed before training); without it or ``resume``, a non-empty ``output`` is
+            refused. (default: ``False``)
         cache_dir (str, optional): partition cache (default: ``cache/partitions``).
         eval_every (int): evaluate every this many epochs (and after the last). (default: ``1``)
         layerwise_inference (bool): final evaluation of the best model with layer-wise
@@ -127,15 +137,20 @@ class TrainConfig:
         "dataset directory (None: env GNN_TT_DATA or ./data)", "location"))
     model: str = field(default="gat", metadata=_help(f"GNN: {' | '.join(MODELS)}"))
     emb: str = field(default="tt", metadata=_help(
-        f"input layer: {' | '.join(EMBEDDING_KINDS)}"))
-    emb_dim: int = field(default=32, metadata=_help("embedding width D (= prod(tt_q_shapes))"))
+        f"input layer: {' | '.join(EMBEDDING_KINDS)} (+features: the learnable table "
+        f"concatenated with the dataset's node features)"))
+    emb_dim: int = field(default=32, metadata=_help(
+        "width D of the learnable table (= prod(tt_q_shapes))"))
+    feature_proj: int | None = field(default=None, metadata=_help(
+        "+features kinds: width of a learned linear projection of the node features before "
+        "the concatenation (None: the raw features)"))
     tt_rank: int = field(default=16, metadata=_help("inner TT rank of every core"))
     tt_p_shapes: tuple[int, ...] | None = field(default=None, metadata=_help(
         "row factors, comma separated, product >= nodes (None: from the graph size)"))
     tt_q_shapes: tuple[int, ...] | None = field(default=None, metadata=_help(
         "column factors, comma separated, product == emb_dim (None: balanced)"))
     tt_init: str = field(default="gaussian", metadata=_help(
-        f"TT init: {' | '.join(TT_INITS)} (ortho needs R*q_k <= p_k*R per core)"))
+        f"TT init: {' | '.join(TT_INITS)} (ortho: semi-orthogonal cores, any shape)"))
     partition: str = field(default="hierarchical", metadata=_help(
         f"row layout: {' | '.join(PARTITION_METHODS)}"))
     num_parts: int | None = field(default=None, metadata=_help(
@@ -171,6 +186,9 @@ class TrainConfig:
         "output directory (None: runs/<dataset>-<model>-<emb>-<config hash>)", "location"))
     resume: bool = field(default=False, metadata=_help(
         "continue from OUTPUT/checkpoint.pt if it exists", "location"))
+    overwrite: bool = field(default=False, metadata=_help(
+        "replace the run in a non-empty OUTPUT (refused without this or --resume)",
+        "location"))
     cache_dir: str | None = field(default=None, metadata=_help(
         "partition cache directory (None: cache/partitions)", "location"))
     eval_every: int = field(default=1, metadata=_help("evaluate every N epochs"))
@@ -180,6 +198,13 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _choice("model", self.model, MODELS)
         _choice("emb", self.emb, EMBEDDING_KINDS)
+        if self.feature_proj is not None:
+            check_positive_int("feature_proj", self.feature_proj)
+            if len(kind_parts(self.emb)) == 1:
+                concat = [k for k in EMBEDDING_KINDS if len(kind_parts(k)) > 1]
+                raise ValueError(f"feature_proj={self.feature_proj} projects the node features "
+                                 f"beside a learnable table: it needs emb in "
+                                 f"{', '.join(concat)}, got emb={self.emb!r}")
         _choice("partition", self.partition, PARTITION_METHODS)
         _choice("tt_init", self.tt_init, TT_INITS)
         _choice("norm", self.norm, GAT_NORMS)
@@ -196,6 +221,9 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be > 0, got {value}")
+        if self.resume and self.overwrite:
+            raise ValueError("--resume and --overwrite exclude each other: --resume continues "
+                             "the run in the output directory, --overwrite replaces it")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if not (self.device in ("auto", "cpu", "cuda")

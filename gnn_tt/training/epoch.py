@@ -1,5 +1,5 @@
 """One training epoch: a pass of one rank over its batches, with the loss and time reduced over
-the ranks."""
+the ranks; and the timing of any collective stage (:func:`slowest_rank_seconds`)."""
 from __future__ import annotations
 
 import time
@@ -28,6 +28,15 @@ class EpochLoader(Protocol):
 
     def __iter__(self) -> Iterator[MiniBatch]:
         ...
+
+
+def slowest_rank_seconds(t0: float, device: torch.device) -> float:
+    """Wall seconds since ``t0`` (a ``time.perf_counter()`` reading) of the slowest rank, once
+    the work queued on ``device`` is done. Collective: every rank calls it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # queued kernels belong to the stage being timed
+    seconds = torch.tensor([time.perf_counter() - t0], dtype=torch.float64, device=device)
+    return float(dist.all_reduce_max(seconds))
 
 
 @dataclass
@@ -88,9 +97,6 @@ def train_epoch(parts: RunParts, y: Tensor, epoch: int, device: torch.device,
             o.step()
         total[0] += loss.detach().double() * batch.batch_size
         total[1] += batch.batch_size
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = torch.tensor([time.perf_counter() - t0], dtype=torch.float64)
+    seconds = slowest_rank_seconds(t0, device)
     loss_sum, count = dist.all_reduce_sum(total).tolist()
-    seconds = float(dist.all_reduce_max(seconds.to(device)))
     return loss_sum / max(count, 1.0), seconds

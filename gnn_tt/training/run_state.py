@@ -20,11 +20,15 @@ class EpochRecord:
         run (int): the run (seed index), from 0.
         epoch (int): the epoch within the run, from 0.
         loss (float): mean training loss over all ranks' seeds.
-        epoch_seconds (float): wall seconds of the slowest rank.
+        epoch_seconds (float): wall seconds of the training pass of the slowest rank (without
+            the evaluation).
         val_acc (float, optional): validation accuracy; ``None`` for an epoch that was not
             evaluated. (default: ``None``)
         test_acc (float, optional): test accuracy; set together with ``val_acc``.
             (default: ``None``)
+        eval_seconds (float, optional): wall seconds of the evaluation of the slowest rank;
+            ``None`` for an epoch that was not evaluated (and in records written before it was
+            measured). (default: ``None``)
     """
 
     run: int
@@ -33,14 +37,17 @@ class EpochRecord:
     epoch_seconds: float
     val_acc: float | None = None
     test_acc: float | None = None
+    eval_seconds: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The record as a plain dict; an epoch that was not evaluated has no ``val_acc`` and
-        ``test_acc`` keys."""
+        """The record as a plain dict; an epoch that was not evaluated has no ``val_acc``,
+        ``test_acc`` and ``eval_seconds`` keys."""
         data: dict[str, Any] = {"run": self.run, "epoch": self.epoch, "loss": self.loss,
                                 "epoch_seconds": self.epoch_seconds}
         if self.val_acc is not None:
             data.update(val_acc=self.val_acc, test_acc=self.test_acc)
+        if self.eval_seconds is not None:
+            data.update(eval_seconds=self.eval_seconds)
         return data
 
     @classmethod
@@ -54,6 +61,8 @@ class EpochRecord:
                 f"{self.epoch_seconds:.2f} s")
         if self.val_acc is not None:
             text += f", val {self.val_acc:.4f}, test {self.test_acc:.4f}"
+        if self.eval_seconds is not None:
+            text += f" (eval {self.eval_seconds:.2f} s)"
         return text
 
 

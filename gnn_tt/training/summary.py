@@ -113,14 +113,17 @@ class TrainSummary:
         embedding_parameters (int): parameters of the node input (TT cores or full table).
         compression_ratio (float, optional): ``full_table_parameters /
             embedding_parameters``; ``None`` for an input without parameters (features).
-        epoch_seconds (float): mean wall seconds of an epoch over all runs (``0.0`` when no
-            epoch was trained by this job).
+        epoch_seconds (float): mean wall seconds of an epoch's training pass over all runs,
+            without its evaluation (``0.0`` when no epoch was trained by this job).
         dataset (str, optional): the dataset's name.
         model (str, optional): ``gat`` or ``sage``.
         emb (str, optional): the node input: ``tt``, ``full`` or ``features``.
         runs (list of RunResult, optional): each run's result. (default: ``[]``)
         full_table_parameters (int, optional): parameters of a full ``[N, D]`` table.
         gnn_parameters (int, optional): parameters of the GNN.
+        parameters (dict, optional): parameters of each part of the model present, by name:
+            ``tt_cores``, ``full_table``, ``feature_projection`` (a ``+features`` input's
+            projection, trained with the GNN) and ``gnn``. (default: ``{}``)
         tt_p_shapes (tuple of int, optional): row factors of the TT input (``None`` for the
             other inputs).
         tt_q_shapes (tuple of int, optional): column factors of the TT input.
@@ -129,7 +132,10 @@ class TrainSummary:
         peak_memory_bytes (int, optional): peak memory of the device, max over the ranks.
         world_size (int, optional): number of processes.
         device (str, optional): rank 0's device.
-        total_seconds (float, optional): wall seconds of the job.
+        eval_seconds (float, optional): mean wall seconds of an evaluation over the evaluated
+            epochs of all runs (``None`` when none was timed).
+        total_seconds (float, optional): wall seconds of the job, summed over its processes
+            when it was resumed.
         dataset_summary (dict, optional): sizes and label statistics of the dataset.
             (default: ``{}``)
         output (str, optional): the output directory.
@@ -146,6 +152,7 @@ class TrainSummary:
     runs: list[RunResult] = field(default_factory=list)
     full_table_parameters: int | None = None
     gnn_parameters: int | None = None
+    parameters: dict[str, int] = field(default_factory=dict)
     tt_p_shapes: tuple[int, ...] | None = None
     tt_q_shapes: tuple[int, ...] | None = None
     partition_stats: dict[str, Any] = field(default_factory=dict)
@@ -153,6 +160,7 @@ class TrainSummary:
     peak_memory_bytes: int | None = None
     world_size: int | None = None
     device: str | None = None
+    eval_seconds: float | None = None
     total_seconds: float | None = None
     dataset_summary: dict[str, Any] = field(default_factory=dict)
     output: str | None = None
@@ -185,7 +193,8 @@ class TrainSummary:
 
 
 def format_summary(summary: TrainSummary) -> str:
-    """The final table: accuracy, embedding size vs a full table, time, output."""
+    """The final table: accuracy, embedding size vs a full table, times (an epoch's training
+    pass, an evaluation, the job), output."""
     def pm(s: AccuracyStats) -> str:
         return f"{s.mean:.4f} ± {s.std:.4f}"
 
@@ -197,5 +206,6 @@ def format_summary(summary: TrainSummary) -> str:
            "vs_full_table": "-" if ratio is None else f"{ratio:,.1f}x smaller" if ratio > 1
            else "full table",
            "epoch_s": round(summary.epoch_seconds, 2),
+           "eval_s": "-" if summary.eval_seconds is None else round(summary.eval_seconds, 2),
            "total_s": round(summary.total_seconds, 1)}
     return format_table([row]) + f"\noutput: {summary.output}"

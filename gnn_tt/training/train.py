@@ -6,7 +6,10 @@ share of the training seeds, DDP all-reduces the GNN and TT-core gradients (the 
 full table syncs its sparse gradient itself), rank 0 alone prints, logs and writes files.
 
 Output directory: ``config.json``, ``metrics.jsonl`` (one JSON object per epoch),
-``summary.json`` and ``checkpoint.pt`` (rewritten atomically after every epoch).
+``summary.json`` and ``checkpoint.pt`` (rewritten atomically after every epoch). A non-empty
+output directory is refused unless the job resumes it (``--resume``, or a torchrun restart) or
+replaces it (``--overwrite``); nothing in it changes before the checkpoint to resume from has
+passed its checks.
 
 The loop itself has no test or benchmark hooks: callers register epoch-end callbacks
 (:mod:`gnn_tt.training.callbacks`), and :func:`main` installs those the environment asks for.
@@ -36,13 +39,15 @@ from gnn_tt.common.memory import peak_memory_bytes
 from gnn_tt.common.precision import autocast
 from gnn_tt.data import CSRGraph, GraphDataset, load_dataset
 from gnn_tt.embedding import build_node_input
+from gnn_tt.embedding.node_input import kind_parts
 from gnn_tt.embedding.tt_shapes import PARTITION_ROWS, choose_tt_shapes
 from gnn_tt.models import GAT, GraphSAGE, NodeClassifier, wrap_ddp
 from gnn_tt.sampling import NeighborLoader
 from gnn_tt.training.callbacks import Callback, env_callbacks
-from gnn_tt.training.checkpoint import CheckpointError, Checkpointer, set_rng_state
+from gnn_tt.training.checkpoint import (CheckpointError, Checkpointer, check_output,
+                                        clear_output, set_rng_state)
 from gnn_tt.training.config import TrainConfig, parse_config
-from gnn_tt.training.epoch import RunParts, train_epoch
+from gnn_tt.training.epoch import RunParts, slowest_rank_seconds, train_epoch
 from gnn_tt.training.evaluate import evaluate_full, evaluate_sampled
 from gnn_tt.training.run_state import EpochRecord, RunState
 from gnn_tt.training.summary import AccuracyStats, RunResult, TrainSummary, format_summary
@@ -50,7 +55,12 @@ from partition import assign_rows
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> ``cuda:LOCAL_RANK`` when CUDA is available, else ``cpu``."""
+    """``auto`` -> ``cuda:LOCAL_RANK`` when CUDA is available, else ``cpu``.
+
+    Raises:
+        RuntimeError: a CUDA device is asked for but CUDA is not available, or its index is
+            not among the visible devices.
+    """
     if name == "auto":
         name = f"cuda:{dist.local_rank()}" if torch.cuda.is_available() else "cpu"
     elif name == "cuda":
@@ -59,8 +69,17 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise RuntimeError(f"device {name!r} requested but CUDA is not available")
+        if device.index >= torch.cuda.device_count():
+            raise RuntimeError(f"device {name!r} requested but only "
+                               f"{torch.cuda.device_count()} CUDA devices are visible")
         torch.cuda.set_device(device)
     return device
+
+
+def log_stage(message: str) -> None:
+    """Print one line of setup progress (a stage and its seconds) to stderr, on rank 0 only."""
+    if dist.is_main():
+        print(message, file=sys.stderr, flush=True)
 
 
 def seed_everything(seed: int) -> None:
@@ -71,7 +90,7 @@ def seed_everything(seed: int) -> None:
 
 @dataclass
 class Layout:
-    """The node -> TT-row map of the ``tt`` input (None for the other inputs)."""
+    """The node -> TT-row map of an input with a TT part (None for the other inputs)."""
 
     row_of_node: Tensor | None
     tt_p_shapes: tuple[int, ...] | None
@@ -91,19 +110,22 @@ def tt_shapes(config: TrainConfig, num_nodes: int) -> tuple[tuple[int, ...], tup
 
 
 def build_layout(config: TrainConfig, dataset: GraphDataset, device: torch.device) -> Layout:
-    """Row assignment of the ``tt`` input: computed (or read from the cache) on rank 0 and
-    broadcast, so every replica looks up the same rows."""
-    if config.emb != "tt":
+    """Row assignment of an input with a TT part (``tt``, ``tt+features``): computed (or read
+    from the cache) on rank 0 and broadcast, so every replica looks up the same rows."""
+    if "tt" not in kind_parts(config.emb):
         return Layout(None, None, None)
     p, q = tt_shapes(config, dataset.num_nodes)
     rows = torch.empty(dataset.num_nodes, dtype=torch.long)
     stats: Any = None
     if dist.is_main():
+        t0 = time.perf_counter()
         ra = assign_rows(dataset.graph, dataset.num_nodes, p, method=config.partition,
                          num_parts=config.num_parts, seed=config.seed,
                          cache_dir=config.cache_dir, labels=dataset.y,
                          progress=sys.stderr.isatty())
         rows, stats = ra.row_of_node.long(), ra.stats
+        log_stage(f"partition: {config.partition} {p} in {time.perf_counter() - t0:.1f} s"
+                  + (" (from the cache)" if stats.get("cache_hit") else ""))
     if dist.world_size() > 1:
         # NCCL broadcasts device tensors only; gloo host tensors.
         rows = dist.broadcast_(rows.to(device)).cpu()
@@ -119,7 +141,7 @@ def build_model(config: TrainConfig, dataset: GraphDataset, layout: Layout,
         config.emb, num_nodes=dataset.num_nodes, embedding_dim=config.emb_dim,
         row_of_node=layout.row_of_node, tt_ranks=config.tt_rank,
         tt_p_shapes=layout.tt_p_shapes, tt_q_shapes=layout.tt_q_shapes, tt_init=config.tt_init,
-        x=dataset.x, device=device, seed=seed)
+        x=dataset.x, feature_proj=config.feature_proj, device=device, seed=seed)
     if config.model == "gat":
         gnn = GAT(node_input.embedding_dim, config.hidden, dataset.num_classes,
                   num_layers=config.num_layers, heads=config.heads, dropout=config.dropout,
@@ -193,15 +215,28 @@ class TrainData:
         :func:`build_layout`).
 
         Raises:
-            ValueError: ``config.batch_size`` exceeds the training split.
+            ValueError: ``config.batch_size`` exceeds the training split, or ``config.emb``
+                reads node features the dataset does not have (raised before anything is
+                written).
         """
+        t0 = time.perf_counter()
         dataset = load_dataset(config.dataset, config.root)
+        log_stage(f"data: loaded {config.dataset} ({dataset.num_nodes:,} nodes, "
+                  f"{dataset.graph.num_edges // 2:,} edges) in {time.perf_counter() - t0:.1f} s")
+        if "features" in kind_parts(config.emb) and dataset.x is None:
+            raise ValueError(f"dataset {config.dataset!r} has no node features; --emb "
+                             f"{config.emb} needs them (ogbn-* and npz files with 'x' have "
+                             f"them)")
         ntrain = dataset.train_idx.numel()
         if config.batch_size > ntrain:
             raise ValueError(f"batch_size={config.batch_size} is larger than the training split "
                              f"of {dataset.name} ({ntrain} nodes)")
         layout = build_layout(config, dataset, device)
-        graph = dataset.graph.to(device) if device.type == "cuda" else dataset.graph
+        graph = dataset.graph
+        if device.type == "cuda":
+            t0 = time.perf_counter()
+            graph = graph.to(device)
+            log_stage(f"graph: moved to {device} in {time.perf_counter() - t0:.1f} s")
         return cls(dataset, layout, graph, dataset.y.to(device),
                    {"val": dataset.valid_idx, "test": dataset.test_idx},
                    pin_memory=graph.device.type == "cpu" and device.type == "cuda")
@@ -209,7 +244,9 @@ class TrainData:
 
 class Trainer:
     r"""One training job: :meth:`fit` trains ``config.runs`` runs (seeds) and writes the
-    output directory; rank 0 alone prints and writes files.
+    output directory; rank 0 alone prints and writes files. Constructing it refuses a
+    non-empty output directory the job neither resumes nor overwrites
+    (:func:`~gnn_tt.training.checkpoint.check_output`), before the data is loaded.
 
     Args:
         config (TrainConfig): the job.
@@ -220,6 +257,9 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, device: torch.device,
                  callbacks: Sequence[Callback] = ()) -> None:
+        self.t0 = time.perf_counter()
+        self.earlier_seconds = 0.0  # wall seconds of the job's earlier processes (resumed)
+        check_output(config)
         self.config, self.device = config, device
         self.callbacks = list(callbacks)
         self.out = Path(config.output)
@@ -255,22 +295,28 @@ class Trainer:
         parts = self.setup_run(run)
         state, start = RunState(), 0
         if resume is not None and resume["run"] == run and resume["epoch"] > 0:
-            parts.model.load_state_dict(resume["model"])
-            for k, o in parts.optimizers.items():
-                o.load_state_dict(resume["optimizers"][k])
+            try:
+                parts.model.load_state_dict(resume["model"])
+                for k, o in parts.optimizers.items():
+                    o.load_state_dict(resume["optimizers"][k])
+            except (RuntimeError, KeyError, ValueError) as err:
+                # Shapes that fit no model of this config: load_checkpoint cannot see them.
+                raise CheckpointError(f"checkpoint {str(self.checkpoints.path)!r} is corrupt or "
+                                      f"unreadable ({type(err).__name__}: {str(err)[:200]}); "
+                                      f"delete it or use --overwrite") from err
             set_rng_state(resume["rng"][dist.rank()])
             state, start = RunState.from_dict(resume["run_state"]), resume["epoch"]
         for epoch in range(start, self.config.epochs):
             record = self.fit_epoch(parts, run, epoch, state)
             self.checkpoints.save(run, epoch + 1, parts.model, parts.optimizers, state,
-                                  self.finished, self.history)
+                                  self.finished, self.history, self.elapsed())
             for callback in self.callbacks:
                 callback.on_epoch_end(record)
         result = self.run_result(run, parts.model, state)
         self.finished.append(result)
         self.model = parts.model
         self.checkpoints.save(run + 1, 0, parts.model, parts.optimizers, None, self.finished,
-                              self.history)
+                              self.history, self.elapsed())
         return result
 
     def fit_epoch(self, parts: RunParts, run: int, epoch: int, state: RunState) -> EpochRecord:
@@ -292,9 +338,11 @@ class Trainer:
         state.epoch_seconds.append(seconds)
         record = EpochRecord(run, epoch, loss, seconds)
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+            t0 = time.perf_counter()
             acc = evaluate_sampled(parts.model, data.graph, data.y, data.splits, cfg.eval_fanouts,
                                    cfg.eval_batch_size, self.device, cfg.amp, seed=cfg.seed + run,
                                    ogb_name=data.dataset.ogb_name, pin_memory=data.pin_memory)
+            record.eval_seconds = slowest_rank_seconds(t0, self.device)
             record.val_acc, record.test_acc = acc["val"], acc["test"]
             if state.improve(epoch, acc["val"], acc["test"]) and cfg.layerwise_inference:
                 state.best_model = copy.deepcopy(parts.model.state_dict())
@@ -327,14 +375,18 @@ class Trainer:
     # --- the job -----------------------------------------------------------------------------
 
     def summary(self, seconds: float) -> TrainSummary:
-        """The job's summary after ``seconds`` of wall time; collective (the peak memory is
-        the max over the ranks)."""
+        """The job's summary after ``seconds`` of wall time (over all its processes);
+        collective (the peak memory is the max over the ranks)."""
         model, cfg, data = self.model, self.config, self.data
+        counts = model.parameter_counts()
+        # The learnable per-node table alone (TT cores or full table), compared with a full
+        # table of the same emb_dim; a feature projection is counted apart.
         emb_params = sum(p.numel() for p in model.embedding_parameters())
         full_params = data.dataset.num_nodes * cfg.emb_dim
         peak = torch.tensor([float(peak_memory_bytes(self.device))], dtype=torch.float64)
         peak = int(dist.all_reduce_max(peak.to(self.device)))
         epoch_seconds = [r.epoch_seconds for r in self.history]
+        eval_seconds = [r.eval_seconds for r in self.history if r.eval_seconds is not None]
         return TrainSummary(
             test_acc=AccuracyStats.of([r.test_acc for r in self.finished]),
             val_acc=AccuracyStats.of([r.val_acc for r in self.finished]),
@@ -343,22 +395,39 @@ class Trainer:
             epoch_seconds=statistics.fmean(epoch_seconds) if epoch_seconds else 0.0,
             dataset=data.dataset.name, model=cfg.model, emb=cfg.emb, runs=list(self.finished),
             full_table_parameters=full_params,
-            gnn_parameters=sum(p.numel() for p in model.gnn_parameters()),
+            gnn_parameters=counts["gnn"], parameters=counts,
             tt_p_shapes=data.layout.tt_p_shapes, tt_q_shapes=data.layout.tt_q_shapes,
             partition_stats=data.layout.stats, row_assignment_hash=data.layout.digest,
             peak_memory_bytes=peak, world_size=dist.world_size(), device=str(self.device),
+            eval_seconds=statistics.fmean(eval_seconds) if eval_seconds else None,
             total_seconds=seconds, dataset_summary=data.dataset.summary(),
             output=str(self.out))
 
+    def elapsed(self) -> float:
+        """Wall seconds of the job so far: its earlier processes' (read from the checkpoint
+        resumed) and this one's since the trainer was built."""
+        return self.earlier_seconds + time.perf_counter() - self.t0
+
     def fit(self) -> TrainSummary:
         """Train the runs not finished yet (continuing from the checkpoint when resuming),
-        write ``config.json`` and ``summary.json``, and return the summary on every rank."""
-        t0 = time.perf_counter()
-        if dist.is_main():
-            atomic_write_json(self.out / "config.json", self.config.to_dict())
+        write ``config.json`` and ``summary.json``, and return the summary on every rank.
+
+        The checkpoint to resume from is read and verified before anything in the output
+        directory changes; an overwriting job then removes the earlier job's files
+        (:func:`~gnn_tt.training.checkpoint.clear_output`) before writing its ``config.json``.
+
+        Raises:
+            CheckpointError: the checkpoint to resume from is unreadable or belongs to another
+                config or row assignment; the output directory is left as it was.
+        """
         resume = self.checkpoints.restore()
+        if dist.is_main():
+            if self.config.overwrite and resume is None:
+                clear_output(self.out)
+            atomic_write_json(self.out / "config.json", self.config.to_dict())
         first = 0
         if resume is not None:
+            self.earlier_seconds = float(resume.get("elapsed_seconds", 0.0))
             self.history = [EpochRecord.from_dict(r) for r in resume["history"]]
             self.finished = [RunResult.from_dict(r) for r in resume["finished_runs"]]
             first = resume["run"]
@@ -368,7 +437,7 @@ class Trainer:
                                      self.device, self.config.seed)
         for run in range(first, self.config.runs):
             self.fit_run(run, resume)
-        summary = self.summary(time.perf_counter() - t0)
+        summary = self.summary(self.elapsed())
         if dist.is_main():
             atomic_write_json(self.out / "summary.json", summary.to_dict())
         return summary
@@ -396,15 +465,20 @@ def run(config: TrainConfig, callbacks: Sequence[Callback] = ()) -> TrainSummary
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI of ``gnn-tt train``; no arguments runs the embedded default. Exit status 2 for an
-    invalid config, 1 for a failed run. Installs the callbacks the environment asks for
-    (:func:`~gnn_tt.training.callbacks.env_callbacks`)."""
+    invalid config (a device this machine lacks, an output directory the job may not write),
+    1 for a failed run; either with a one-line message. Installs the callbacks the environment
+    asks for (:func:`~gnn_tt.training.callbacks.env_callbacks`)."""
     try:
         config = parse_config(argv)
-    except (ValueError, FileNotFoundError) as err:
+        resolve_device(config.device)  # a missing GPU is found before any data is loaded
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"gnn-tt train: error: {err}", file=sys.stderr)
         return 2
     try:
         summary = run(config, env_callbacks())
+    except FileExistsError as err:
+        print(f"gnn-tt train: error: {err}", file=sys.stderr)
+        return 2
     except (CheckpointError, FloatingPointError, ValueError, FileNotFoundError) as err:
         print(f"gnn-tt train: error: {err}", file=sys.stderr)
         return 1
