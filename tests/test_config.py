@@ -43,10 +43,11 @@ def test_differing_fields():
 
 def test_field_kinds_give_the_runtime_and_location_sets():
     # A finished run stands for other locations only; a checkpoint also resumes under another
-    # device, more runs or other evaluation batches.
+    # device, more runs, other evaluation batches or another placement of a full table.
     assert LOCATION_FIELDS == {"root", "output", "resume", "overwrite", "cache_dir",
                                "num_threads"}
-    assert RUNTIME_FIELDS == LOCATION_FIELDS | {"device", "runs", "eval_batch_size"}
+    assert RUNTIME_FIELDS == LOCATION_FIELDS | {"device", "runs", "eval_batch_size",
+                                                "emb_placement"}
 
 
 @pytest.mark.parametrize("kwargs, match", [

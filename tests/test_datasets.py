@@ -8,6 +8,12 @@ from gnn_tt.data.npz import load_npz, stratified_split
 EDGES = np.array([[0, 1, 2, 3, 4, 0], [1, 2, 3, 4, 0, 0]])  # a 5-cycle plus a self-loop
 
 
+@pytest.fixture(autouse=True)
+def dataset_cache(monkeypatch, tmp_path_factory):
+    """load_dataset caches into a temporary folder, not ./cache/datasets."""
+    monkeypatch.setenv("GNN_TT_CACHE", str(tmp_path_factory.mktemp("dataset_cache")))
+
+
 def write_npz(path, **arrays):
     base = dict(edge_index=EDGES, y=np.array([0, 1, 1, 0, 2]))
     base.update(arrays)
@@ -28,6 +34,14 @@ def test_npz_with_splits_and_features(tmp_path):
     assert torch.equal(ds.train_idx, torch.tensor([0, 1]))
     assert torch.equal(ds.test_idx, torch.tensor([3, 4]))
     assert ds.x.dtype == torch.float32 and torch.equal(ds.x, torch.from_numpy(x).float())
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.uint8, np.int16])
+def test_npz_edge_index_dtypes(tmp_path, dtype):
+    ref = load_npz(write_npz(tmp_path / "ref.npz"))
+    ds = load_npz(write_npz(tmp_path / "g.npz", edge_index=EDGES.astype(dtype)))
+    assert torch.equal(ds.graph.rowptr, ref.graph.rowptr)
+    assert torch.equal(ds.graph.col, ref.graph.col) and ds.graph.col.dtype == torch.int32
 
 
 def test_stratified_split_per_class_brute_force():

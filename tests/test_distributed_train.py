@@ -1,4 +1,5 @@
-"""Two CPU processes under torchrun (gloo): identical replicas, exact metrics, restarts."""
+"""Two CPU processes under torchrun (gloo): identical replicas, exact metrics, restarts; the
+full table replicated on the host and sharded over the ranks trains alike."""
 import json
 import os
 import subprocess
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from gnn_tt.embedding import FullNodeEmbedding
 from gnn_tt.training.callbacks import FAIL_ENV
 from gnn_tt.training.config import TrainConfig
 from gnn_tt.training.evaluate import evaluate_sampled
@@ -21,6 +23,7 @@ COMMON = ["--dataset", "synthetic:nodes=1500,degree=10,classes=8,seed=0", "--num
           "--fanouts", "5,5", "--eval-fanouts=-1,-1", "--emb-dim", "16", "--tt-rank", "8",
           "--batch-size", "32", "--epochs", "2", "--device", "cpu", "--num-threads", "1"]
 GAT = ["--model", "gat", "--hidden", "8", "--heads", "2", "--emb", "tt"]
+FULL = ["--model", "sage", "--hidden", "16", "--emb", "full", "--layerwise-inference"]
 
 
 def torchrun(out: Path, args: list[str], restarts: int = 0, env: dict | None = None) -> None:
@@ -35,6 +38,12 @@ def torchrun(out: Path, args: list[str], restarts: int = 0, env: dict | None = N
 def records(out: Path) -> list[dict]:
     lines = (out / "metrics.jsonl").read_text().splitlines()
     return [{k: v for k, v in json.loads(line).items() if "seconds" not in k} for line in lines]
+
+
+def layerwise_results(out: Path) -> list[dict]:
+    """The runs of ``summary.json`` without their times."""
+    runs = json.loads((out / "summary.json").read_text())["runs"]
+    return [{k: v for k, v in r.items() if "seconds" not in k} for r in runs]
 
 
 def assert_replicas_identical(out: Path) -> dict:
@@ -69,10 +78,63 @@ def test_replicas_identical_and_metrics_exact(gat_run):
     assert summary["world_size"] == 2
 
 
-def test_full_table_replicas_identical(tmp_path):
-    torchrun(tmp_path / "full", ["--model", "sage", "--hidden", "16", "--emb", "full"])
-    state = assert_replicas_identical(tmp_path / "full")
+@pytest.fixture(scope="module")
+def full_runs(tmp_path_factory) -> dict[str, Path]:
+    """The same job with the full table replicated in host memory and sharded over the two
+    ranks."""
+    out = tmp_path_factory.mktemp("full")
+    for placement in ("host", "sharded"):
+        torchrun(out / placement, [*FULL, "--emb-placement", placement])
+    return {placement: out / placement for placement in ("host", "sharded")}
+
+
+def test_full_table_replicas_identical(full_runs):
+    state = assert_replicas_identical(full_runs["host"])
     assert state["node_input.embedding.weight"].shape == (1500, 16)
+
+
+def test_sharded_table_trains_like_the_replicated_table(full_runs):
+    # The same model, seeds and batches: only the summation order of the rows' gradients
+    # differs (owners sum what the ranks send; replicas sum the all-gathered rows).
+    host, sharded = (assert_replicas_identical(full_runs[p]) for p in ("host", "sharded"))
+    assert "node_input.weight" not in sharded  # the shards are saved apart
+    initial = FullNodeEmbedding(1500, 16, seed=0).weight.detach()
+    assert not torch.allclose(sharded["full_table"], initial)  # it trained
+    torch.testing.assert_close(sharded["full_table"], host["node_input.embedding.weight"],
+                               rtol=1e-4, atol=1e-5)
+    gnn = [k for k in host if k.startswith("gnn.")]
+    torch.testing.assert_close({k: sharded[k] for k in gnn}, {k: host[k] for k in gnn},
+                               rtol=1e-4, atol=1e-5)
+    got, expected = records(full_runs["sharded"]), records(full_runs["host"])
+    assert [r["loss"] for r in got] == pytest.approx([r["loss"] for r in expected], rel=1e-5)
+    for key in ("val_acc", "test_acc"):
+        assert [r[key] for r in got] == [r[key] for r in expected]
+    summaries = {p: json.loads((full_runs[p] / "summary.json").read_text()) for p in full_runs}
+    # Layer-wise inference of the best model: every rank infers every node through the shards.
+    runs = {p: layerwise_results(full_runs[p]) for p in full_runs}
+    assert runs["sharded"] == runs["host"] and "sampled_val_acc" in runs["host"][0]
+    assert summaries["sharded"]["emb_placement"] == "sharded"
+    assert summaries["sharded"]["emb_placement_reason"] == "requested"
+    assert summaries["sharded"]["embedding_parameters"] == 1500 * 16
+    # Rank 1's share of a one-node split is empty: its evaluation batch holds no ids.
+    assert float(sharded["one_node_acc"]) in (0.0, 1.0)
+    assert sorted(p.name for p in full_runs["sharded"].glob("checkpoint*")) == [
+        "checkpoint.pt", "checkpoint.shard0-of-2.pt", "checkpoint.shard1-of-2.pt"]
+    ckpt = torch.load(full_runs["sharded"] / "checkpoint.pt", weights_only=True)
+    assert ckpt["emb_shards"] == 2 and list(ckpt["optimizers"]) == ["gnn"]
+
+
+def test_killed_worker_resumes_its_shard(full_runs, tmp_path):
+    # Rank 0 dies after epoch 0: both ranks restart from checkpoint.pt and their own shard.
+    out = tmp_path / "restarted"
+    torchrun(out, [*FULL, "--emb-placement", "sharded"], restarts=1, env={FAIL_ENV: "0:0"})
+    assert records(out) == records(full_runs["sharded"])
+    # Layer-wise inference of the best epoch's model, whose shards were checkpointed too.
+    assert layerwise_results(out) == layerwise_results(full_runs["sharded"])
+    assert not list(out.glob("*.prev.pt"))
+    state = assert_replicas_identical(out)
+    assert torch.equal(state["full_table"],
+                       torch.load(full_runs["sharded"] / "rank0.pt")["full_table"])
 
 
 def test_killed_worker_restarts_and_resumes(gat_run, tmp_path):

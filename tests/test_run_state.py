@@ -1,6 +1,6 @@
 import torch
 
-from gnn_tt.training.run_state import EpochRecord, RunState
+from gnn_tt.training.run_state import EpochRecord, RunState, mean_comm_bytes
 
 
 def test_epoch_record_keys_and_line():
@@ -38,3 +38,23 @@ def test_run_state_round_trip_through_a_weights_only_file(tmp_path):
         (0.5, 0.4, 1, [1.0, 2.0])
     assert torch.equal(back.best_model["w"], torch.ones(2))
     assert state.to_dict()["best_model"] is state.best_model  # no copy of a large state
+
+
+def test_epoch_record_keeps_the_bytes_per_step():
+    sent = {"ddp_all_reduce": 2.5e6, "ddp_broadcast": 0.0, "table_all_gather": 0.0,
+            "table_all_to_all": 1e6}
+    record = EpochRecord(0, 1, 0.5, 2.0, comm_bytes_per_step=sent)
+    assert record.to_dict()["comm_bytes_per_step"] == sent
+    assert EpochRecord.from_dict(record.to_dict()) == record
+    assert record.line() == "run 0 epoch 1: loss 0.5000, 2.00 s, 3.500 MB to collectives per step"
+    # One process: all zero, nothing said.
+    alone = EpochRecord(0, 1, 0.5, 2.0, comm_bytes_per_step=dict.fromkeys(sent, 0.0))
+    assert alone.line() == "run 0 epoch 1: loss 0.5000, 2.00 s"
+
+
+def test_mean_comm_bytes_skips_records_without_a_count():
+    history = [EpochRecord(0, 0, 1.0, 1.0),  # written before the bytes were counted
+               EpochRecord(0, 1, 1.0, 1.0, comm_bytes_per_step={"ddp_all_reduce": 10.0}),
+               EpochRecord(0, 2, 1.0, 1.0, comm_bytes_per_step={"ddp_all_reduce": 20.0})]
+    assert mean_comm_bytes(history) == {"ddp_all_reduce": 15.0}
+    assert mean_comm_bytes(history[:1]) == {}

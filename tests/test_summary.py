@@ -65,3 +65,13 @@ def _cells(table: str) -> dict[str, str]:
     """Column -> value of the one row of a :func:`format_summary` table."""
     header, _, row = table.splitlines()[:3]
     return dict(zip((c.strip() for c in header.split("|")), (c.strip() for c in row.split("|"))))
+
+
+def test_comm_bytes_round_trip_and_column():
+    summary = TrainSummary.from_dict({
+        **_summary().to_dict(), "comm_bytes_per_step": 3.5e6,
+        "comm_bytes_by_kind": {"ddp_all_reduce": 2.5e6, "table_all_to_all": 1e6},
+        "comm_wire_bytes_per_step": 3e6})
+    assert TrainSummary.from_dict(json.loads(json.dumps(summary.to_dict()))) == summary
+    assert _cells(format_summary(summary))["comm_MB_per_step"] == "3.5"
+    assert _cells(format_summary(_summary()))["comm_MB_per_step"] == "-"

@@ -127,7 +127,8 @@ def test_many_small_chunks(monkeypatch):
     assert torch.unique(ei[0] * 600 + ei[1]).numel() == ei.size(1)
 
 
-def test_merge_new_is_sorted_union():
+def test_merge_new_is_sorted_union(monkeypatch):
+    monkeypatch.setattr(synthetic, "_CHUNK", 16)  # old keys placed in many blocks
     gen = torch.Generator().manual_seed(0)
     keys = torch.unique(torch.randint(0, 500, (200,), generator=gen))
     more = torch.unique(torch.randint(0, 600, (150,), generator=gen))
@@ -140,10 +141,24 @@ def test_drop_random_is_uniform():
     gen = torch.Generator().manual_seed(0)
     dropped = torch.zeros(10)
     for _ in range(2000):
-        kept = synthetic._drop_random(keys, 4, gen)
+        kept = synthetic._drop_random(keys.clone(), 4, gen)  # works in place
         assert kept.numel() == 6 and bool((kept[1:] > kept[:-1]).all())
         assert bool(torch.isin(kept, keys).all())
         dropped += ~torch.isin(keys, kept)
     # Each key is dropped with probability 4/10: 800 expected of 2000, std ~22.
     assert float((dropped - 800).abs().max()) < 110
     assert torch.equal(synthetic._drop_random(keys, 0, gen), keys)
+
+
+def test_sort_unique_and_compact_work_in_place(monkeypatch):
+    monkeypatch.setattr(synthetic, "_CHUNK", 7)  # many blocks, the last one partial
+    gen = torch.Generator().manual_seed(0)
+    keys = torch.randint(0, 60, (200,), generator=gen)
+    buf = keys.clone()
+    out = synthetic._sort_unique(buf)
+    assert torch.equal(out, torch.unique(keys)) and out.data_ptr() == buf.data_ptr()
+    keep = torch.rand(200, generator=gen) < 0.3
+    buf = keys.clone()
+    out = synthetic._compact(buf, keep)
+    assert torch.equal(out, keys[keep]) and out.data_ptr() == buf.data_ptr()
+    assert synthetic._sort_unique(torch.zeros(0, dtype=torch.long)).numel() == 0

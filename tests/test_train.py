@@ -180,12 +180,15 @@ def test_layerwise_inference_equals_exact_sampled_evaluation(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("model,emb", [("sage", "tt"), ("gat", "tt"), ("sage", "full")])
-def test_cuda_training_learns_like_the_cpu_run(tmp_path, model, emb):
+@pytest.mark.parametrize("model,emb,placement", [("sage", "tt", "auto"), ("gat", "tt", "auto"),
+                                                 ("sage", "full", "host"),
+                                                 ("sage", "full", "auto")])
+def test_cuda_training_learns_like_the_cpu_run(tmp_path, model, emb, placement):
     # On the GPU: graph and sampling on the device, TT through the Triton kernels (full: the
-    # host table, rows moved per batch), bf16 autocast. The same recipe on the CPU is the oracle:
-    # GPU arithmetic differs (bf16, other RNG streams), so the accuracies agree only loosely.
-    cfg = dict(model=model, emb=emb, epochs=6, lr=0.01, emb_lr=0.05)
+    # host table, rows moved per batch, or, auto, the table on the device), bf16 autocast. The
+    # same recipe on the CPU is the oracle: GPU arithmetic differs (bf16, other RNG streams), so
+    # the accuracies agree only loosely.
+    cfg = dict(model=model, emb=emb, epochs=6, lr=0.01, emb_lr=0.05, emb_placement=placement)
     gpu = run(small(tmp_path, "gpu", device="cuda", **cfg))
     cpu = run(small(tmp_path, "cpu", **cfg))
     assert gpu.test_acc.mean > 0.5  # the majority class is ~0.33
@@ -194,3 +197,5 @@ def test_cuda_training_learns_like_the_cpu_run(tmp_path, model, emb):
     # H100 a correct GPU run once finished 0.12 *above* its CPU twin (0.74 vs 0.62).
     assert gpu.test_acc.mean >= cpu.test_acc.mean - 0.12
     assert gpu.peak_memory_bytes > 0
+    if emb == "full":  # a 3000 x 16 table fits any GPU: auto puts it there
+        assert gpu.emb_placement == ("host" if placement == "host" else "device")

@@ -9,7 +9,7 @@ import importlib
 import sys
 from typing import Sequence
 
-BENCHMARKS = ("embedding", "kernels", "sampler", "partition", "train")
+BENCHMARKS = ("embedding", "kernels", "sampler", "partition", "train", "data", "csr")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,9 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gnn_tt.data.cache import CSR_BUILD_BYTES_PER_EDGE
 from gnn_tt.data.dataset import GraphDataset
 from gnn_tt.data.graph import CSRGraph
 
+# Bump when load_npz returns something else for the same file: cached entries are rebuilt.
+LOADER_VERSION = 1
 SPLIT_FRACTIONS = (0.6, 0.2, 0.2)  # train, valid, test of every class without given splits
 _SPLITS = ("train_idx", "valid_idx", "test_idx")
 
@@ -59,12 +62,24 @@ def stratified_split(y: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, torc
     return train.sort().values, valid.sort().values, test.sort().values
 
 
-def _array(data: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
+def open_npz(path: Path) -> np.lib.npyio.NpzFile:
+    """``np.load(path, allow_pickle=False)`` of an ``.npz`` archive; any failure is a
+    ``ValueError`` naming the file."""
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise ValueError(f"npz file {path}: cannot read it ({e})") from e
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError(f"npz file {path}: not an .npz archive (a single array)")
+    return data
+
+
+def npz_array(data: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
     """``data[key]``; an object array (pickled Python objects, never loaded) is refused with
     an error naming the file and the key."""
     try:
         return data[key]
-    except ValueError as e:
+    except (ValueError, OSError, zipfile.BadZipFile) as e:
         if "allow_pickle" not in str(e):
             raise ValueError(f"npz file {path}: cannot read '{key}' ({e})") from e
         raise ValueError(f"npz file {path}: '{key}' is an object array (pickled Python "
@@ -73,10 +88,43 @@ def _array(data: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
 
 
 def _int_array(data: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
-    arr = _array(data, key, path)
+    arr = npz_array(data, key, path)
     if not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"npz file {path}: '{key}' must hold integers, got dtype {arr.dtype}")
     return arr
+
+
+def npz_headers(path: str | Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape and dtype of every array of an ``.npz`` archive, read from the ``.npy`` headers
+    alone (nothing loaded); ``{}`` when the file is not a readable archive."""
+    out = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.namelist():
+                if not member.endswith(".npy"):
+                    continue
+                with archive.open(member) as f:
+                    version = np.lib.format.read_magic(f)
+                    read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                            else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read(f)
+                out[member[:-len(".npy")]] = (tuple(shape), dtype)
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return {}
+    return out
+
+
+def build_bytes(path: str | Path) -> int:
+    """Predicted peak memory of :func:`load_npz` on ``path``, from its array headers."""
+    headers = npz_headers(path)
+    edges = headers.get("edge_index", ((2, 0), None))[0]
+    nodes = headers.get("y", ((0,), None))[0]
+    x_shape, x_dtype = headers.get("x", ((0, 0), np.dtype(np.float32)))
+    x_bytes = int(np.prod(x_shape)) * (x_dtype.itemsize + 4)  # as stored + the float32 copy
+    num_edges = edges[1] if len(edges) == 2 else 0
+    num_nodes = nodes[0] if nodes else 0
+    # The edge list as stored (or its int64 copy), the CSR build, labels and splits.
+    return num_edges * (16 + CSR_BUILD_BYTES_PER_EDGE) + x_bytes + 64 * num_nodes
 
 
 def load_npz(path: str | Path, seed: int = 0) -> GraphDataset:
@@ -91,13 +139,7 @@ def load_npz(path: str | Path, seed: int = 0) -> GraphDataset:
             message names the file and the problem.
     """
     path = Path(path)
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise ValueError(f"npz file {path}: cannot read it ({e})") from e
-    if not isinstance(data, np.lib.npyio.NpzFile):
-        raise ValueError(f"npz file {path}: not an .npz archive (a single array)")
-    with data:
+    with open_npz(path) as data:
         missing = [k for k in ("edge_index", "y") if k not in data.files]
         if missing:
             raise ValueError(f"npz file {path}: missing key(s) {missing}; found {data.files}")
@@ -150,12 +192,13 @@ def load_npz(path: str | Path, seed: int = 0) -> GraphDataset:
 
         x = None
         if "x" in data.files:
-            x_np = _array(data, "x", path)
+            x_np = npz_array(data, "x", path)
             if x_np.ndim != 2 or x_np.shape[0] != num_nodes:
                 raise ValueError(f"npz file {path}: 'x' must have shape [num_nodes={num_nodes}"
                                  f", F], got {list(x_np.shape)}")
             x = torch.from_numpy(x_np.astype(np.float32, copy=False))
-        graph = CSRGraph.from_edge_index(torch.from_numpy(edge_index.astype(np.int64)),
-                                         num_nodes)
+        if edge_index.dtype not in (np.int32, np.int64):  # torch lacks most unsigned types
+            edge_index = edge_index.astype(np.int64)
+        graph = CSRGraph.from_edge_index(torch.from_numpy(edge_index), num_nodes)
     return GraphDataset(name=f"npz:{path}", graph=graph, y=y_t, train_idx=splits[0],
                         valid_idx=splits[1], test_idx=splits[2], num_classes=num_classes, x=x)

@@ -22,12 +22,14 @@ suggests; the random split here does not, so the label noise carries the difficu
 Splits: a seeded random 8% / 2% / 90% train / valid / test (ogbn-products: 8% / 1.6% /
 90.4%, by sales rank).
 
-Cost at products scale (2,449,029 nodes, 61.9M undirected edges; about 40 s and 3.8 GB peak
-on two busy cores): sources are walked in hierarchy order so the per-node tables are read
-sequentially; destinations are integer gathers from a stub array (a node's propensity
-quantized to stubs, no float CDF search); keys are int64 ``min * N + max`` so one sort
-removes duplicates, redraws merge in linear time, and the CSR is built from the
-deduplicated undirected keys directly (:meth:`CSRGraph.from_upper_keys`).
+Cost: sources are walked in hierarchy order so the per-node tables are read sequentially;
+destinations are integer gathers from a stub array (a node's propensity quantized to stubs,
+no float CDF search); keys are int64 ``min * N + max``, sorted and deduplicated in place, so
+one sort removes duplicates and redraws merge in linear time; the deduplicated keys stream
+into the chunked CSR build (:meth:`CSRGraph.from_upper_keys`), whose rows then arrive sorted.
+Memory: about 140 bytes per node of tables, and per directed edge 4 bytes of keys plus, while
+redraws merge or the CSR is built, a second array of that size; docs/benchmarks.md has the
+measured figures.
 """
 from __future__ import annotations
 
@@ -217,7 +219,8 @@ def _draw_keys(cfg: SyntheticConfig, count: int, weight: torch.Tensor, stub: tor
                lo: torch.Tensor, span: torch.Tensor, perm: torch.Tensor,
                gen: torch.Generator, bar: tqdm) -> tuple[torch.Tensor, int]:
     """Draw about ``count`` edges; return their undirected keys ``min * N + max`` in public
-    ids, self-loops dropped (int64, unsorted, may repeat), and the number drawn.
+    ids, self-loops dropped (int64, unsorted, may repeat; a view of a buffer of one slot per
+    draw), and the number drawn.
 
     ``weight`` (int32 ``[nodes]``): stub count of each node; ``stub`` (int32 ``[S]``): node
     of each stub. ``lo``/``span`` (int64 ``[nodes * 4]``): the stub range
@@ -237,7 +240,8 @@ def _draw_keys(cfg: SyntheticConfig, count: int, weight: torch.Tensor, stub: tor
     cuts = torch.searchsorted(ends, torch.tensor(range(_CHUNK, drawn, _CHUNK),
                                                 dtype=torch.long), right=True)
     cuts = torch.unique_consecutive(torch.cat([torch.tensor([0]), cuts, torch.tensor([n])]))
-    keys = []
+    keys = torch.empty(drawn, dtype=torch.long)  # filled in place: no list to concatenate
+    filled = 0
     for v0, v1 in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
         src = torch.repeat_interleave(torch.arange(v0, v1), per_node[v0:v1])  # [b], sorted
         b = src.numel()
@@ -250,30 +254,57 @@ def _draw_keys(cfg: SyntheticConfig, count: int, weight: torch.Tensor, stub: tor
         a, c = perm[src], perm[dst.long()]  # hierarchy order -> public ids
         keep = a != c
         a, c = a[keep].long(), c[keep].long()
-        keys.append(torch.minimum(a, c) * n + torch.maximum(a, c))
+        keys[filled:filled + a.numel()] = torch.minimum(a, c) * n + torch.maximum(a, c)
+        filled += a.numel()
         bar.update(b)
-    return torch.cat(keys), drawn
+    return keys[:filled], drawn
+
+
+def _compact(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``x[keep]`` without a second copy of ``x``: the kept entries move to the front of
+    ``x``, in order, one ``_CHUNK`` at a time; returns that prefix (a view)."""
+    written = 0
+    for s in range(0, x.numel(), _CHUNK):
+        kept = x[s:s + _CHUNK][keep[s:s + _CHUNK]]  # copied before x[s:] is overwritten
+        x[written:written + kept.numel()] = kept
+        written += kept.numel()
+    return x[:written]
+
+
+def _sort_unique(keys: torch.Tensor) -> torch.Tensor:
+    """``torch.unique(keys)`` in place: an in-place sort (no index array, no copy), then
+    compaction; returns a prefix view of ``keys``."""
+    keys.numpy().sort()
+    keep = torch.ones(keys.numel(), dtype=torch.bool)
+    torch.ne(keys[1:], keys[:-1], out=keep[1:])
+    return _compact(keys, keep)
 
 
 def _merge_new(keys: torch.Tensor, more: torch.Tensor) -> torch.Tensor:
-    """Sorted union of two sorted unique int64 key arrays, in linear time plus a binary
-    search per new key (no re-sort of the large ``keys``)."""
+    """Sorted union of two sorted unique int64 key arrays: binary searches one ``_CHUNK`` at
+    a time, no re-sort; besides the output, one flag per key of ``more`` (which is compacted
+    in place)."""
     if keys.numel() == 0:
         return more
-    pos = torch.searchsorted(keys, more)  # [M], insertion points
-    novel = keys[pos.clamp(max=keys.numel() - 1)] != more
-    more, pos = more[novel], pos[novel]
-    at = pos + torch.arange(more.numel())  # final slots of the new keys
+    novel = torch.empty(more.numel(), dtype=torch.bool)
+    for s in range(0, more.numel(), _CHUNK):
+        block = more[s:s + _CHUNK]
+        pos = torch.searchsorted(keys, block).clamp_(max=keys.numel() - 1)
+        novel[s:s + _CHUNK] = keys[pos] != block
+    more = _compact(more, novel)
     out = torch.empty(keys.numel() + more.numel(), dtype=keys.dtype)
-    old = torch.ones(out.numel(), dtype=torch.bool)
-    old[at] = False
-    out[old] = keys
-    out[at] = more
+    # A key lands after the keys before it in its own array and those below it in the other.
+    for src, other in ((more, keys), (keys, more)):
+        for s in range(0, src.numel(), _CHUNK):
+            block = src[s:s + _CHUNK]
+            slot = torch.searchsorted(other, block).add_(torch.arange(s, s + block.numel()))
+            out.scatter_(0, slot, block)
     return out
 
 
 def _drop_random(keys: torch.Tensor, count: int, gen: torch.Generator) -> torch.Tensor:
-    """``keys`` without ``count`` entries chosen uniformly at random, order kept.
+    """``keys`` without ``count`` entries chosen uniformly at random, order kept (in place:
+    a prefix view of ``keys``).
 
     Distinct positions from i.i.d. draws form a uniform random subset whatever their number,
     so a random ``count`` of them is one too: no permutation of all of ``keys``.
@@ -288,7 +319,7 @@ def _drop_random(keys: torch.Tensor, count: int, gen: torch.Generator) -> torch.
     drop = drop[torch.randperm(drop.numel(), generator=gen)[:count]]
     mask = torch.ones(keys.numel(), dtype=torch.bool)
     mask[drop] = False
-    return keys[mask]
+    return _compact(keys, mask)
 
 
 def synthetic_graph(config: SyntheticConfig | None = None, *, progress: bool = True,
@@ -338,7 +369,7 @@ def synthetic_graph(config: SyntheticConfig | None = None, *, progress: bool = T
         span[:, level] = stub_end[last][block] - lo[:, level]
     lo[:, 3], span[:, 3] = 0, stub.numel()
     lo, span = lo.view(-1), span.view(-1)
-    del stub_end, stub_start
+    del stub_end, stub_start, community
 
     perm = torch.randperm(n, generator=gen).to(torch.int32)  # hierarchy order -> public id
     target = round(n * cfg.degree / 2)
@@ -347,7 +378,7 @@ def synthetic_graph(config: SyntheticConfig | None = None, *, progress: bool = T
                or int(os.environ.get("RANK", "0")) != 0)
     keys, drawn = _draw_keys(cfg, target, weight, stub, lo, span, perm, gen, bar)
     bar.set_postfix_str("dedup")
-    keys = torch.unique(keys)  # [E] sorted: the one big sort
+    keys = _sort_unique(keys)  # [E] sorted: the one big sort
     keep_rate = keys.numel() / max(drawn, 1)
     for _ in range(_MAX_ROUNDS):
         if keys.numel() >= target:
@@ -360,7 +391,7 @@ def synthetic_graph(config: SyntheticConfig | None = None, *, progress: bool = T
         bar.refresh()
         more, more_drawn = _draw_keys(cfg, extra, weight, stub, lo, span, perm, gen, bar)
         before = keys.numel()
-        keys = _merge_new(keys, torch.unique(more))
+        keys = _merge_new(keys, _sort_unique(more))
         keep_rate = (keys.numel() - before) / max(more_drawn, 1)
         del more
     keys = _drop_random(keys, keys.numel() - target, gen)

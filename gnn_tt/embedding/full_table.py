@@ -12,6 +12,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
+from gnn_tt.common.comm import record
+
 # Entries drawn per host chunk by fill_seeded_normal_ (16 MiB of float32): a multiple of 16,
 # see there why.
 _INIT_CHUNK = 1 << 22
@@ -86,6 +88,9 @@ def average_sparse_grad_(weight: Tensor, process_group: dist.ProcessGroup | None
     order, so all replicas get the same gradient bits. The result is coalesced, on
     ``weight``'s device; a rank without a gradient gets one too (possibly with no rows). No-op
     when not distributed or in a world of one. Collective: every rank of the group calls it.
+    The bytes it hands to the all-gathers are recorded as ``table_all_gather``
+    (:func:`gnn_tt.common.comm.record`; :func:`~gnn_tt.common.comm.step_comm_bytes` predicts
+    them).
 
     Args:
         weight (Tensor): the table ``[N, D]``; its ``grad`` is read and replaced.
@@ -117,6 +122,8 @@ def average_sparse_grad_(weight: Tensor, process_group: dist.ProcessGroup | None
     all_values = [torch.empty_like(padded_values) for _ in range(world_size)]
     dist.all_gather(all_rows, padded_rows, group=process_group)
     dist.all_gather(all_values, padded_values, group=process_group)
+    record("table_all_gather", sum(t.numel() * t.element_size()
+                                   for t in (count, padded_rows, padded_values)))
     rows = torch.cat([r[:c] for r, c in zip(all_rows, counts)]).to(weight.device)
     values = torch.cat([v[:c] for v, c in zip(all_values, counts)]).to(weight.device)
     # coalesce sums the rows several ranks touched, in the same order on every rank.

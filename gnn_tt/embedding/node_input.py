@@ -439,7 +439,8 @@ def build_node_input(kind: str, *, num_nodes: int, embedding_dim: int,
                      tt_q_shapes: Sequence[int] | None = None, tt_init: str = "gaussian",
                      backend: str = "auto", x: Tensor | None = None,
                      feature_proj: int | None = None, device: torch.device | str = "cpu",
-                     seed: int = 0) -> NodeInput:
+                     seed: int = 0, placement: str = "host",
+                     process_group: dist.ProcessGroup | None = None) -> NodeInput:
     r"""Build the input layer named by ``kind`` (the ``--emb`` option): one part alone, or a
     :class:`ConcatInput` of a learnable table and the features (see :data:`KIND_PARTS`).
 
@@ -455,9 +456,14 @@ def build_node_input(kind: str, *, num_nodes: int, embedding_dim: int,
         x (Tensor, optional): kinds with a ``features`` part, required: ``[num_nodes, F]``.
         feature_proj (int, optional): ``tt+features`` and ``full+features`` only: width of a
             learned projection of the features, see :class:`ConcatInput` (default: ``None``).
-        device (torch.device or str): ``full`` part only: where its output goes; the other
-            parts follow the model's ``.to(device)`` (default: ``"cpu"``).
+        device (torch.device or str): ``full`` part only: where its output goes (and where
+            the table lives, but for ``host``); the other parts follow the model's
+            ``.to(device)`` (default: ``"cpu"``).
         seed (int): ``full`` part only: seed of the table's initialization (default: ``0``).
+        placement (str): ``full`` part only: ``host``, ``device`` or ``sharded``, see
+            :func:`~gnn_tt.embedding.placement.build_full_table` (default: ``"host"``).
+        process_group (ProcessGroup, optional): ``full`` part, ``sharded`` only: the ranks
+            sharing the table (default: the default group, if any).
     """
     parts = kind_parts(kind)
     inputs: list[NodeInput] = []
@@ -472,7 +478,15 @@ def build_node_input(kind: str, *, num_nodes: int, embedding_dim: int,
                                       tt_p_shapes=tt_p_shapes, tt_q_shapes=tt_q_shapes,
                                       init=tt_init, backend=backend))
     if "full" in parts:
-        inputs.append(FullNodeEmbedding(num_nodes, embedding_dim, device=device, seed=seed))
+        # The placements' modules import this one: imported when a table is built.
+        from gnn_tt.embedding.placement import build_full_table
+
+        # The table draws from its own seeded generator; the host table's nn.Embedding would
+        # also advance the global one, which initializes the layers built after it: forked,
+        # they start alike under every placement.
+        with torch.random.fork_rng(devices=[]):
+            inputs.append(build_full_table(placement, num_nodes, embedding_dim, device=device,
+                                           seed=seed, process_group=process_group))
     if "features" in parts:
         if x is None:
             raise ValueError(f"build_node_input({kind!r}): the dataset has no node features; "

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from gnn_tt.common import comm
 from gnn_tt.common.checks import check_positive_int
 from gnn_tt.data.graph import CSRGraph
 from gnn_tt.sampling.sampler import MiniBatch
@@ -80,6 +81,10 @@ class NodeClassifier(nn.Module):
         r"""Full-neighbour logits of every node: the input vectors of all nodes (in batches,
         kept in host memory) fed to ``gnn.inference``.
 
+        Its lookups are the same batches of ids in the same order wherever it runs, so an
+        input whose lookups are collective (a table sharded over the ranks) works when every
+        rank calls it: each then computes every node.
+
         Args:
             graph (CSRGraph): the graph.
             batch_size (int): nodes per step.
@@ -112,10 +117,17 @@ def wrap_ddp(model: NodeClassifier, **ddp_kwargs) -> DistributedDataParallel:  #
     buffers (``row_of_node``, features) that every rank builds identically. The GNN, the TT
     cores and a feature projection are broadcast from rank 0 and all-reduced as usual.
 
+    The wrapper counts what it communicates per step into the active
+    :class:`~gnn_tt.common.comm.CommCounter`: each gradient bucket it all-reduces (a comm
+    hook doing DDP's default all-reduce) and the buffers it broadcasts before a forward.
+
     Args:
         model (NodeClassifier): the model, already on its device.
         **ddp_kwargs: passed to ``DistributedDataParallel`` (e.g. ``device_ids``).
     """
     DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
         model, model.ddp_ignored_names())
-    return DistributedDataParallel(model, **ddp_kwargs)
+    ddp = DistributedDataParallel(model, **ddp_kwargs)
+    ddp.register_comm_hook(None, comm.counted_allreduce_hook)
+    ddp.register_forward_pre_hook(comm.counted_buffer_broadcast)
+    return ddp

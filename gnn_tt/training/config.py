@@ -28,6 +28,7 @@ import yaml
 
 from gnn_tt.common.checks import check_positive_int
 from gnn_tt.embedding.node_input import KINDS as EMBEDDING_KINDS, kind_parts
+from gnn_tt.embedding.placement import DEVICE_MEMORY_SHARE, PLACEMENTS as EMB_PLACEMENTS
 from gnn_tt.embedding.tt_embedding import INITS as TT_INITS
 from partition import METHODS as PARTITION_METHODS
 
@@ -71,6 +72,18 @@ class TrainConfig:
             node features), ``tt+features`` or ``full+features`` (the learnable table
             concatenated with the dataset's node features). The ``features`` kinds need a
             dataset with node features (ogbn-*, npz files with ``x``). (default: ``"tt"``)
+        emb_placement (str): where the full table of ``full`` / ``full+features`` lives
+            (ignored by the other kinds), one of
+            :data:`gnn_tt.embedding.placement.PLACEMENTS`: ``host`` (a replica per process in
+            host memory), ``device`` (a replica per process on its device), ``sharded`` (rows
+            split over the processes, each shard on its device; in one process it becomes
+            ``device``), ``auto`` (see :func:`~gnn_tt.embedding.placement.choose_placement`:
+            ``device`` if the table and its ``SparseAdam`` state fit in half the free device
+            memory, else ``sharded`` if several processes' shards fit, else ``host``; ``host``
+            on the CPU). A runtime field: every placement trains the same model, so a
+            checkpoint of ``host`` resumes as ``device`` and back; a ``sharded`` checkpoint
+            (one file per rank) resumes only as ``sharded`` under as many processes.
+            (default: ``"auto"``)
         emb_dim (int): width D of the learnable table; for ``tt`` it must equal
             ``prod(tt_q_shapes)``. A ``+features`` input is ``D + F`` wide (``F``: the
             features' width, or ``feature_proj``). (default: ``32``)
@@ -139,6 +152,12 @@ class TrainConfig:
     emb: str = field(default="tt", metadata=_help(
         f"input layer: {' | '.join(EMBEDDING_KINDS)} (+features: the learnable table "
         f"concatenated with the dataset's node features)"))
+    emb_placement: str = field(default="auto", metadata=_help(
+        f"where a full table (--emb full, full+features; ignored by the other kinds) lives: "
+        f"{' | '.join(EMB_PLACEMENTS)}; auto: device if the table and its SparseAdam state fit "
+        f"in a share {DEVICE_MEMORY_SHARE:g} of the free device memory, else sharded if several "
+        f"processes' shards fit, else host (host on the CPU); sharded in one process is device",
+        "runtime"))
     emb_dim: int = field(default=32, metadata=_help(
         "width D of the learnable table (= prod(tt_q_shapes))"))
     feature_proj: int | None = field(default=None, metadata=_help(
@@ -198,6 +217,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _choice("model", self.model, MODELS)
         _choice("emb", self.emb, EMBEDDING_KINDS)
+        _choice("emb_placement", self.emb_placement, EMB_PLACEMENTS)
         if self.feature_proj is not None:
             check_positive_int("feature_proj", self.feature_proj)
             if len(kind_parts(self.emb)) == 1:

@@ -1,5 +1,6 @@
-"""One training epoch: a pass of one rank over its batches, with the loss and time reduced over
-the ranks; and the timing of any collective stage (:func:`slowest_rank_seconds`)."""
+"""One training epoch: a pass of one rank over its batches, with the loss, the time and the
+bytes handed to collectives reduced over the ranks; and the timing of any collective stage
+(:func:`slowest_rank_seconds`)."""
 from __future__ import annotations
 
 import time
@@ -12,7 +13,9 @@ from torch import Tensor
 from tqdm import tqdm
 
 from gnn_tt.common import distributed as dist
+from gnn_tt.common.comm import KINDS, CommCounter, counting
 from gnn_tt.common.precision import autocast
+from gnn_tt.embedding.sharded_table import ShardedNodeEmbedding
 from gnn_tt.models import NodeClassifier
 from gnn_tt.sampling import MiniBatch
 
@@ -56,10 +59,38 @@ class RunParts:
     loader: EpochLoader
 
 
+@dataclass
+class EpochStats:
+    r"""What :func:`train_epoch` measured.
+
+    Args:
+        loss (float): mean training loss over all ranks' seeds.
+        seconds (float): wall seconds of the slowest rank.
+        steps (int): training steps of this rank (as many on every rank: each is collective).
+        comm (CommCounter): bytes this rank handed to collectives over the epoch's steps, by
+            kind (see :mod:`gnn_tt.common.comm`); all zero in one process.
+        comm_bytes_per_step (dict[str, float]): bytes a rank handed to collectives per step,
+            by kind, mean over the ranks and steps.
+    """
+
+    loss: float
+    seconds: float
+    steps: int
+    comm: CommCounter
+    comm_bytes_per_step: dict[str, float]
+
+
+def _sharded_bytes_sent(model: NodeClassifier) -> int:
+    """Bytes the sharded tables of ``model`` have handed to ``all_to_all_single`` so far
+    (they count their own: :attr:`ShardedNodeEmbedding.comm_bytes_sent`)."""
+    return sum(m.comm_bytes_sent for m in model.modules() if isinstance(m, ShardedNodeEmbedding))
+
+
 def train_epoch(parts: RunParts, y: Tensor, epoch: int, device: torch.device,
-                amp: bool = False, desc: str = "", progress: bool = False
-                ) -> tuple[float, float]:
-    r"""One pass over this rank's batches of epoch ``epoch``.
+                amp: bool = False, desc: str = "", progress: bool = False) -> EpochStats:
+    r"""One pass over this rank's batches of epoch ``epoch``, counting the bytes each step
+    hands to collectives (DDP's all-reduce and buffer broadcast, the full table's gradient
+    all-gather or all-to-alls; see :mod:`gnn_tt.common.comm`).
 
     Args:
         parts (RunParts): the model, its wrapper, optimizers and loader.
@@ -74,29 +105,46 @@ def train_epoch(parts: RunParts, y: Tensor, epoch: int, device: torch.device,
         - y: [N]
 
     Returns:
-        (mean training loss over all ranks' seeds, wall seconds of the slowest rank).
+        EpochStats: the loss, the time and the bytes communicated.
     """
-    ddp_model, model, optimizers, loader = (parts.ddp_model, parts.model, parts.optimizers,
-                                            parts.loader)
-    ddp_model.train()
+    model, loader = parts.model, parts.loader
+    parts.ddp_model.train()
     loader.set_epoch(epoch)
     # Loss summed on the device: no host sync per step.
     total = torch.zeros(2, dtype=torch.float64, device=device)  # (sum loss * n, n)
+    counter, steps = CommCounter(), 0
+    sharded_before = _sharded_bytes_sent(model)
     t0 = time.perf_counter()
-    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, total=len(loader)):
-        batch = batch.to(device, non_blocking=True)
-        target = y[batch.n_id[: batch.batch_size]]  # [batch_size]
-        with autocast(device, amp):
-            logits = ddp_model(batch)  # [batch_size, C]
-        loss = F.cross_entropy(logits.float(), target)
-        for o in optimizers.values():
-            o.zero_grad(set_to_none=True)
-        loss.backward()
-        model.node_input.sync_gradients()
-        for o in optimizers.values():
-            o.step()
-        total[0] += loss.detach().double() * batch.batch_size
-        total[1] += batch.batch_size
+    with counting(counter):
+        for batch in tqdm(loader, desc=desc, disable=not progress, leave=False,
+                          total=len(loader)):
+            _train_step(parts, y, batch, device, amp, total)
+            steps += 1
     seconds = slowest_rank_seconds(t0, device)
-    loss_sum, count = dist.all_reduce_sum(total).tolist()
-    return loss_sum / max(count, 1.0), seconds
+    counter.add("table_all_to_all", _sharded_bytes_sent(model) - sharded_before)
+    # One reduction for the loss and the bytes: [sum loss * n, n, bytes of each kind].
+    sums = dist.all_reduce_sum(torch.cat([total, counter.as_tensor().to(device)])).tolist()
+    per_step = max(steps, 1) * dist.world_size()
+    return EpochStats(loss=sums[0] / max(sums[1], 1.0), seconds=seconds, steps=steps,
+                      comm=counter,
+                      comm_bytes_per_step={k: b / per_step for k, b in zip(KINDS, sums[2:])})
+
+
+def _train_step(parts: RunParts, y: Tensor, batch: MiniBatch, device: torch.device, amp: bool,
+                total: Tensor) -> None:
+    """One optimizer step on ``batch``; adds ``(loss * n, n)`` to ``total`` on the device (no
+    host sync)."""
+    ddp_model, model, optimizers = parts.ddp_model, parts.model, parts.optimizers
+    batch = batch.to(device, non_blocking=True)
+    target = y[batch.n_id[: batch.batch_size]]  # [batch_size]
+    with autocast(device, amp):
+        logits = ddp_model(batch)  # [batch_size, C]
+    loss = F.cross_entropy(logits.float(), target)
+    for o in optimizers.values():
+        o.zero_grad(set_to_none=True)
+    loss.backward()
+    model.node_input.sync_gradients()
+    for o in optimizers.values():
+        o.step()
+    total[0] += loss.detach().double() * batch.batch_size
+    total[1] += batch.batch_size

@@ -58,6 +58,11 @@ def evaluate_sampled(model: torch.nn.Module, graph: CSRGraph, y: Tensor,
     """Accuracy of ``model`` on each split with sampled neighbourhoods; each rank predicts its
     share ``split[rank::world_size]``.
 
+    Every rank runs as many forward passes: the loader yields as many batches on every rank
+    (a rank whose share is short gets a smaller or an empty last batch, see
+    :class:`~gnn_tt.sampling.NeighborLoader`), and an empty batch still looks its (no) ids up.
+    A table sharded over the ranks needs it: its lookups are collective.
+
     Args:
         model (Module): ``forward(batch: MiniBatch) -> logits [batch_size, C]``.
         graph (CSRGraph): the graph to sample from (host or device).

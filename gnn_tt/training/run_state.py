@@ -6,8 +6,9 @@ Both go into the checkpoint as plain dicts (``to_dict``), so that
 """
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from torch import Tensor
 
@@ -29,6 +30,10 @@ class EpochRecord:
         eval_seconds (float, optional): wall seconds of the evaluation of the slowest rank;
             ``None`` for an epoch that was not evaluated (and in records written before it was
             measured). (default: ``None``)
+        comm_bytes_per_step (dict, optional): bytes a rank handed to collectives per training
+            step, by kind (:data:`gnn_tt.common.comm.KINDS`), mean over the ranks and steps;
+            all zero in one process; ``None`` in records written before it was counted.
+            (default: ``None``)
     """
 
     run: int
@@ -38,16 +43,20 @@ class EpochRecord:
     val_acc: float | None = None
     test_acc: float | None = None
     eval_seconds: float | None = None
+    comm_bytes_per_step: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The record as a plain dict; an epoch that was not evaluated has no ``val_acc``,
-        ``test_acc`` and ``eval_seconds`` keys."""
+        ``test_acc`` and ``eval_seconds`` keys, one without a byte count no
+        ``comm_bytes_per_step``."""
         data: dict[str, Any] = {"run": self.run, "epoch": self.epoch, "loss": self.loss,
                                 "epoch_seconds": self.epoch_seconds}
         if self.val_acc is not None:
             data.update(val_acc=self.val_acc, test_acc=self.test_acc)
         if self.eval_seconds is not None:
             data.update(eval_seconds=self.eval_seconds)
+        if self.comm_bytes_per_step is not None:
+            data.update(comm_bytes_per_step=dict(self.comm_bytes_per_step))
         return data
 
     @classmethod
@@ -63,7 +72,18 @@ class EpochRecord:
             text += f", val {self.val_acc:.4f}, test {self.test_acc:.4f}"
         if self.eval_seconds is not None:
             text += f" (eval {self.eval_seconds:.2f} s)"
+        sent = sum((self.comm_bytes_per_step or {}).values())
+        if sent:
+            text += f", {sent / 1e6:.3f} MB to collectives per step"
         return text
+
+
+def mean_comm_bytes(history: Sequence[EpochRecord]) -> dict[str, float]:
+    """Bytes a rank handed to collectives per training step, by kind, mean over the epochs of
+    ``history`` that counted them (empty when none did)."""
+    counted = [r.comm_bytes_per_step for r in history if r.comm_bytes_per_step is not None]
+    return {k: statistics.fmean(c.get(k, 0.0) for c in counted)
+            for k in dict.fromkeys(k for c in counted for k in c)}
 
 
 @dataclass

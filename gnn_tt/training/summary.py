@@ -136,9 +136,22 @@ class TrainSummary:
             epochs of all runs (``None`` when none was timed).
         total_seconds (float, optional): wall seconds of the job, summed over its processes
             when it was resumed.
+        comm_bytes_per_step (float, optional): bytes a rank hands to collectives per training
+            step (DDP's all-reduce and broadcast, the full table's gradient all-gather or
+            all-to-alls), mean over the ranks, steps and epochs; ``0.0`` in one process
+            (see :mod:`gnn_tt.common.comm`).
+        comm_bytes_by_kind (dict, optional): ``comm_bytes_per_step`` by kind.
+            (default: ``{}``)
+        comm_wire_bytes_per_step (float, optional): the bytes a rank sends over its links per
+            step for those inputs, estimated for ring and pairwise algorithms
+            (:func:`~gnn_tt.common.comm.wire_bytes`).
         dataset_summary (dict, optional): sizes and label statistics of the dataset.
             (default: ``{}``)
         output (str, optional): the output directory.
+        emb_placement (str, optional): where the full table lived, ``host``, ``device`` or
+            ``sharded`` (``None`` for an input without a full table).
+        emb_placement_reason (str, optional): why that placement (``requested``, or the rule
+            of ``auto``; see :func:`gnn_tt.embedding.placement.choose_placement`).
     """
 
     test_acc: AccuracyStats
@@ -162,8 +175,13 @@ class TrainSummary:
     device: str | None = None
     eval_seconds: float | None = None
     total_seconds: float | None = None
+    comm_bytes_per_step: float | None = None
+    comm_bytes_by_kind: dict[str, float] = field(default_factory=dict)
+    comm_wire_bytes_per_step: float | None = None
     dataset_summary: dict[str, Any] = field(default_factory=dict)
     output: str | None = None
+    emb_placement: str | None = None
+    emb_placement_reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The summary as JSON-ready values (the TT shapes as lists)."""
@@ -207,5 +225,7 @@ def format_summary(summary: TrainSummary) -> str:
            else "full table",
            "epoch_s": round(summary.epoch_seconds, 2),
            "eval_s": "-" if summary.eval_seconds is None else round(summary.eval_seconds, 2),
-           "total_s": round(summary.total_seconds, 1)}
+           "total_s": round(summary.total_seconds, 1),
+           "comm_MB_per_step": "-" if summary.comm_bytes_per_step is None
+           else round(summary.comm_bytes_per_step / 1e6, 3)}
     return format_table([row]) + f"\noutput: {summary.output}"

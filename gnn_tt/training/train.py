@@ -2,8 +2,10 @@
 
 One entry point for ``python -m gnn_tt train`` and ``torchrun --nproc-per-node N -m gnn_tt
 train``: under torchrun (``RANK`` set) it joins the process group, each rank trains on its
-share of the training seeds, DDP all-reduces the GNN and TT-core gradients (the host-resident
-full table syncs its sparse gradient itself), rank 0 alone prints, logs and writes files.
+share of the training seeds, DDP all-reduces the GNN and TT-core gradients (a full table syncs
+its sparse gradient itself, or, sharded, sends it to the rows' owners), rank 0 alone prints,
+logs and writes files. Where a full table lives (``--emb-placement``) is decided once, alike on
+every rank, before anything is written (:func:`place_table`).
 
 Output directory: ``config.json``, ``metrics.jsonl`` (one JSON object per epoch),
 ``summary.json`` and ``checkpoint.pt`` (rewritten atomically after every epoch). A non-empty
@@ -34,22 +36,24 @@ from torch import Tensor
 from tqdm import tqdm
 
 from gnn_tt.common import distributed as dist
+from gnn_tt.common.comm import wire_bytes
 from gnn_tt.common.io import atomic_write_json, tensor_digest
 from gnn_tt.common.memory import peak_memory_bytes
 from gnn_tt.common.precision import autocast
 from gnn_tt.data import CSRGraph, GraphDataset, load_dataset
 from gnn_tt.embedding import build_node_input
 from gnn_tt.embedding.node_input import kind_parts
+from gnn_tt.embedding.placement import FreeMemory, choose_placement
 from gnn_tt.embedding.tt_shapes import PARTITION_ROWS, choose_tt_shapes
 from gnn_tt.models import GAT, GraphSAGE, NodeClassifier, wrap_ddp
 from gnn_tt.sampling import NeighborLoader
 from gnn_tt.training.callbacks import Callback, env_callbacks
 from gnn_tt.training.checkpoint import (CheckpointError, Checkpointer, check_output,
-                                        clear_output, set_rng_state)
+                                        clear_output, set_rng_state, sharded_table)
 from gnn_tt.training.config import TrainConfig, parse_config
 from gnn_tt.training.epoch import RunParts, slowest_rank_seconds, train_epoch
 from gnn_tt.training.evaluate import evaluate_full, evaluate_sampled
-from gnn_tt.training.run_state import EpochRecord, RunState
+from gnn_tt.training.run_state import EpochRecord, RunState, mean_comm_bytes
 from gnn_tt.training.summary import AccuracyStats, RunResult, TrainSummary, format_summary
 from partition import assign_rows
 
@@ -133,15 +137,68 @@ def build_layout(config: TrainConfig, dataset: GraphDataset, device: torch.devic
     return Layout(rows, p, q, dict(stats or {}), tensor_digest(rows))
 
 
+@dataclass(frozen=True)
+class TablePlacement:
+    r"""Where the full table of a ``full`` / ``full+features`` input lives.
+
+    Args:
+        name (str, optional): ``host``, ``device`` or ``sharded``; ``None`` for an input
+            without a full table.
+        reason (str, optional): why (see
+            :func:`~gnn_tt.embedding.placement.choose_placement`).
+        process_group (ProcessGroup, optional): a ``sharded`` table's own group of all ranks,
+            so that its all-to-alls never interleave with DDP's collectives; else ``None``.
+    """
+
+    name: str | None = None
+    reason: str | None = None
+    process_group: torch.distributed.ProcessGroup | None = None
+
+    @property
+    def shards(self) -> int | None:
+        """The number of shards of a sharded table (the world size), else ``None``."""
+        return dist.world_size() if self.name == "sharded" else None
+
+
+def place_table(config: TrainConfig, num_nodes: int, device: torch.device) -> TablePlacement:
+    """Resolve ``config.emb_placement`` for a ``num_nodes``-row table (nothing for an input
+    without a full table): every rank measures its free memory, the least over the ranks
+    decides, so every rank chooses alike; rank 0 prints the choice. Collective under torchrun
+    (it also creates a sharded table's process group on every rank).
+
+    Raises:
+        ValueError: the placement cannot hold the table (the bytes it needs and the bytes
+            available), on every rank alike.
+    """
+    if "full" not in kind_parts(config.emb):
+        return TablePlacement()
+    memory = FreeMemory.measure(device, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    if dist.world_size() > 1:
+        # max of the negated values = the least over the ranks; float64 is exact below 2**53.
+        low = torch.tensor([-memory.device_bytes, -memory.host_bytes], dtype=torch.float64)
+        device_bytes, host_bytes = (-dist.all_reduce_max(low.to(device))).tolist()
+        memory = dataclasses.replace(memory, device_bytes=int(device_bytes),
+                                     host_bytes=int(host_bytes))
+    name, reason = choose_placement(config.emb_placement, num_nodes, config.emb_dim,
+                                    dist.world_size(), memory)
+    log_stage(f"emb placement: {name} ({reason})")
+    sharded = name == "sharded" and dist.world_size() > 1
+    return TablePlacement(name, reason, torch.distributed.new_group() if sharded else None)
+
+
 def build_model(config: TrainConfig, dataset: GraphDataset, layout: Layout,
-                device: torch.device, seed: int) -> NodeClassifier:
+                device: torch.device, seed: int,
+                placement: TablePlacement = TablePlacement("host")) -> NodeClassifier:
     """Input layer + GNN, initialized from the torch RNG and ``seed`` (the same on every
-    rank, so the replicas start identical)."""
+    rank, so the replicas start identical); a full table placed as ``placement`` says
+    (:func:`place_table`; default: host) starts from the same values and leaves the same GNN
+    under every placement."""
     node_input = build_node_input(
         config.emb, num_nodes=dataset.num_nodes, embedding_dim=config.emb_dim,
         row_of_node=layout.row_of_node, tt_ranks=config.tt_rank,
         tt_p_shapes=layout.tt_p_shapes, tt_q_shapes=layout.tt_q_shapes, tt_init=config.tt_init,
-        x=dataset.x, feature_proj=config.feature_proj, device=device, seed=seed)
+        x=dataset.x, feature_proj=config.feature_proj, device=device, seed=seed,
+        placement=placement.name or "host", process_group=placement.process_group)
     if config.model == "gat":
         gnn = GAT(node_input.embedding_dim, config.hidden, dataset.num_classes,
                   num_layers=config.num_layers, heads=config.heads, dropout=config.dropout,
@@ -149,7 +206,7 @@ def build_model(config: TrainConfig, dataset: GraphDataset, layout: Layout,
     else:
         gnn = GraphSAGE(node_input.embedding_dim, config.hidden, dataset.num_classes,
                         num_layers=config.num_layers, dropout=config.dropout)
-    # The full table stays on the host whatever .to() asks (FullNodeEmbedding).
+    # A host table stays on the host whatever .to() asks (FullNodeEmbedding).
     return NodeClassifier(node_input, gnn).to(device)
 
 
@@ -246,7 +303,9 @@ class Trainer:
     r"""One training job: :meth:`fit` trains ``config.runs`` runs (seeds) and writes the
     output directory; rank 0 alone prints and writes files. Constructing it refuses a
     non-empty output directory the job neither resumes nor overwrites
-    (:func:`~gnn_tt.training.checkpoint.check_output`), before the data is loaded.
+    (:func:`~gnn_tt.training.checkpoint.check_output`), before the data is loaded, and a
+    full-table placement that cannot hold the table (:func:`place_table`), before anything is
+    written.
 
     Args:
         config (TrainConfig): the job.
@@ -265,10 +324,15 @@ class Trainer:
         self.out = Path(config.output)
         self.progress = dist.is_main() and sys.stderr.isatty()
         self.data = TrainData.load(config, device)
-        self.checkpoints = Checkpointer(self.out, config, self.data.layout.digest)
+        self.placement = place_table(config, self.data.dataset.num_nodes, device)
+        self.checkpoints = Checkpointer(self.out, config, self.data.layout.digest,
+                                        self.placement.shards)
         self.history: list[EpochRecord] = []
         self.finished: list[RunResult] = []
         self.model: NodeClassifier | None = None  # the last run's, which the summary counts
+        # With a sharded table and layer-wise inference: this rank's shard of the run's best
+        # model (shard_state_dict), the part of RunState.best_model that is not in it.
+        self.best_shard: dict[str, Any] | None = None
 
     # --- one run -----------------------------------------------------------------------------
 
@@ -279,7 +343,8 @@ class Trainer:
         cfg, device, data = self.config, self.device, self.data
         run_seed = cfg.seed + run
         seed_everything(run_seed)
-        model = build_model(cfg, data.dataset, data.layout, device, run_seed)
+        model = build_model(cfg, data.dataset, data.layout, device, run_seed, self.placement)
+        self.best_shard = None
         parts = RunParts(model, distribute(model, device), make_optimizers(cfg, model),
                          NeighborLoader(data.graph, data.dataset.train_idx, cfg.fanouts,
                                         cfg.batch_size, shuffle=True, rank=dist.rank(),
@@ -295,21 +360,14 @@ class Trainer:
         parts = self.setup_run(run)
         state, start = RunState(), 0
         if resume is not None and resume["run"] == run and resume["epoch"] > 0:
-            try:
-                parts.model.load_state_dict(resume["model"])
-                for k, o in parts.optimizers.items():
-                    o.load_state_dict(resume["optimizers"][k])
-            except (RuntimeError, KeyError, ValueError) as err:
-                # Shapes that fit no model of this config: load_checkpoint cannot see them.
-                raise CheckpointError(f"checkpoint {str(self.checkpoints.path)!r} is corrupt or "
-                                      f"unreadable ({type(err).__name__}: {str(err)[:200]}); "
-                                      f"delete it or use --overwrite") from err
+            self.checkpoints.load_model(resume, parts.model, parts.optimizers)
+            self.best_shard = resume["shard"]["best"] if "shard" in resume else None
             set_rng_state(resume["rng"][dist.rank()])
             state, start = RunState.from_dict(resume["run_state"]), resume["epoch"]
         for epoch in range(start, self.config.epochs):
             record = self.fit_epoch(parts, run, epoch, state)
             self.checkpoints.save(run, epoch + 1, parts.model, parts.optimizers, state,
-                                  self.finished, self.history, self.elapsed())
+                                  self.finished, self.history, self.elapsed(), self.best_shard)
             for callback in self.callbacks:
                 callback.on_epoch_end(record)
         result = self.run_result(run, parts.model, state)
@@ -328,15 +386,17 @@ class Trainer:
                 stays.
         """
         cfg, data = self.config, self.data
-        loss, seconds = train_epoch(parts, data.y, epoch, self.device, cfg.amp,
-                                    desc=f"run {run} epoch {epoch}", progress=self.progress)
+        stats = train_epoch(parts, data.y, epoch, self.device, cfg.amp,
+                            desc=f"run {run} epoch {epoch}", progress=self.progress)
+        loss, seconds = stats.loss, stats.seconds
         if not math.isfinite(loss):
             raise FloatingPointError(
                 f"loss is {loss} in run {run} epoch {epoch}; stopping. The last good "
                 f"checkpoint ({self.checkpoints.path}, after epoch {epoch - 1}) is kept")
         sync_buffers(parts.model)
         state.epoch_seconds.append(seconds)
-        record = EpochRecord(run, epoch, loss, seconds)
+        record = EpochRecord(run, epoch, loss, seconds,
+                             comm_bytes_per_step=stats.comm_bytes_per_step)
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
             t0 = time.perf_counter()
             acc = evaluate_sampled(parts.model, data.graph, data.y, data.splits, cfg.eval_fanouts,
@@ -346,6 +406,9 @@ class Trainer:
             record.val_acc, record.test_acc = acc["val"], acc["test"]
             if state.improve(epoch, acc["val"], acc["test"]) and cfg.layerwise_inference:
                 state.best_model = copy.deepcopy(parts.model.state_dict())
+                table = sharded_table(parts.model)  # its rows are not in the state_dict
+                if table is not None:
+                    self.best_shard = table.shard_state_dict()
         self.history.append(record)
         if dist.is_main():
             tqdm.write(record.line())
@@ -359,6 +422,10 @@ class Trainer:
         if not self.config.layerwise_inference:
             return result
         model.load_state_dict(state.best_model)
+        if self.best_shard is not None:
+            sharded_table(model).load_shard_state_dict(self.best_shard)
+        # Every rank infers every node in the same batches, so that the lookups of a sharded
+        # table, which are collective, stay in step.
         acc = evaluate_full(lambda: self.predict_all(model), self.data.dataset.y,
                             self.data.splits, self.data.dataset.ogb_name)
         return dataclasses.replace(result, val_acc=acc["val"], test_acc=acc["test"],
@@ -379,14 +446,16 @@ class Trainer:
         collective (the peak memory is the max over the ranks)."""
         model, cfg, data = self.model, self.config, self.data
         counts = model.parameter_counts()
-        # The learnable per-node table alone (TT cores or full table), compared with a full
-        # table of the same emb_dim; a feature projection is counted apart.
-        emb_params = sum(p.numel() for p in model.embedding_parameters())
+        # The learnable per-node table alone (TT cores or full table, every shard of it),
+        # compared with a full table of the same emb_dim; a feature projection is counted apart.
+        emb_params = sum(n for part, n in model.node_input.parameter_counts().items()
+                         if part != "feature_projection")
         full_params = data.dataset.num_nodes * cfg.emb_dim
         peak = torch.tensor([float(peak_memory_bytes(self.device))], dtype=torch.float64)
         peak = int(dist.all_reduce_max(peak.to(self.device)))
         epoch_seconds = [r.epoch_seconds for r in self.history]
         eval_seconds = [r.eval_seconds for r in self.history if r.eval_seconds is not None]
+        comm = mean_comm_bytes(self.history)
         return TrainSummary(
             test_acc=AccuracyStats.of([r.test_acc for r in self.finished]),
             val_acc=AccuracyStats.of([r.val_acc for r in self.finished]),
@@ -400,8 +469,12 @@ class Trainer:
             partition_stats=data.layout.stats, row_assignment_hash=data.layout.digest,
             peak_memory_bytes=peak, world_size=dist.world_size(), device=str(self.device),
             eval_seconds=statistics.fmean(eval_seconds) if eval_seconds else None,
-            total_seconds=seconds, dataset_summary=data.dataset.summary(),
-            output=str(self.out))
+            total_seconds=seconds, comm_bytes_per_step=sum(comm.values()) if comm else None,
+            comm_bytes_by_kind=comm, comm_wire_bytes_per_step=sum(
+                wire_bytes(k, b, dist.world_size()) for k, b in comm.items()) if comm else None,
+            dataset_summary=data.dataset.summary(),
+            output=str(self.out), emb_placement=self.placement.name,
+            emb_placement_reason=self.placement.reason)
 
     def elapsed(self) -> float:
         """Wall seconds of the job so far: its earlier processes' (read from the checkpoint
@@ -434,7 +507,7 @@ class Trainer:
         if first >= self.config.runs and self.finished:
             # Every run finished before: the summary counts the parameters of a fresh model.
             self.model = build_model(self.config, self.data.dataset, self.data.layout,
-                                     self.device, self.config.seed)
+                                     self.device, self.config.seed, self.placement)
         for run in range(first, self.config.runs):
             self.fit_run(run, resume)
         summary = self.summary(self.elapsed())
