@@ -45,16 +45,16 @@ def _id_dtype(num_nodes: int) -> torch.dtype:
 def _pieces(chunks: Iterable[torch.Tensor], num_nodes: int, symmetrize: bool,
             remove_self_loops: bool, validate: bool
             ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """``(row, nbr)`` of at most ``_STEP`` directed edges at a time, in the id dtype, in
-    input order (with ``symmetrize``, each edge followed by its reverse)."""
+    """``(row, nbr)`` of at most ``_STEP`` directed edges at a time, on the host in the id
+    dtype, in input order (with ``symmetrize``, each edge followed by its reverse)."""
     id_dtype = _id_dtype(num_nodes)
     step = max(_STEP // 2, 1) if symmetrize else _STEP
     for i, chunk in enumerate(chunks):
         if validate:
             _check_edge_index(chunk, num_nodes, f"chunks[{i}]")
         for s in range(0, chunk.size(1), step):
-            src = chunk[0, s:s + step].to(id_dtype)
-            dst = chunk[1, s:s + step].to(id_dtype)
+            src = chunk[0, s:s + step].to("cpu", id_dtype)
+            dst = chunk[1, s:s + step].to("cpu", id_dtype)
             if remove_self_loops:
                 keep = src != dst
                 src, dst = src[keep], dst[keep]
@@ -217,12 +217,13 @@ class CSRGraph:
                          ) -> "CSRGraph":
         r"""Build from an edge list given in pieces, without ever holding it whole.
 
-        The result equals :meth:`from_edge_index` on the concatenated chunks. ``chunks`` is
-        read twice (degrees, then placement), so it must start over on every iteration: a
-        list, or an object whose ``__iter__`` yields the chunks anew, not a generator.
+        The result equals :meth:`from_edge_index` on the concatenated chunks, on the host
+        whatever the chunks' device (:meth:`to` moves it). ``chunks`` is read twice (degrees,
+        then placement), so it must start over on every iteration: a list, or an object
+        whose ``__iter__`` yields the chunks anew, not a generator.
 
         Memory beyond the output (``rowptr``, and ``col`` at 4 bytes per directed edge with
-        int32 ids): one int64 cursor per node, temporaries of about 40 bytes for each of
+        int32 ids): one int64 cursor per node, temporaries of about 50 bytes for each of
         ``2**20`` directed edges, and, until the end, 4 bytes per duplicate that
         deduplication removes.
 
