@@ -14,14 +14,33 @@ from gnn_tt.data.graph import CSRGraph
 from partition.cache import cache_key, cache_path, load_rows, save_rows
 from partition.hierarchical import hierarchical_rows
 from partition.metis import csr_numpy, to_csr
+from partition.multilevel import multilevel_rows
 from partition.orderings import metis_flat_rows, original_rows, random_rows, rcm_rows
 from partition.stats import assignment_stats
 
-# The methods that cut the graph into a chosen number of parts: metis-flat into num_parts,
-# hierarchical into p1 = tt_p_shapes[0] top-level parts (each cut further along the digits).
+# The layouts aligned to the TT digits: p1 = tt_p_shapes[0] top-level parts, each cut further
+# along the digits. hierarchical: METIS on every block; multilevel: every block coarsened
+# first, METIS on the coarse graph; auto: one of the two by the graph's size.
+HIERARCHY_METHODS = ("auto", "hierarchical", "multilevel")
+# The methods on the sweeps' "parts" axis (gnn_tt.experiments.parts), which cut the graph
+# into a chosen number of parts: metis-flat into num_parts, hierarchical into p1.
 PARTITIONING_METHODS = ("metis-flat", "hierarchical")
 # Every method, alphabetically: the partitioning ones and those that only order the nodes.
-METHODS = tuple(sorted((*PARTITIONING_METHODS, "original", "random", "rcm")))
+METHODS = tuple(sorted({*PARTITIONING_METHODS, *HIERARCHY_METHODS, "original", "random",
+                        "rcm"}))
+# "auto" takes multilevel for graphs with more stored (directed) edges than this, where one
+# METIS call on the whole graph would need > 1.4 GB (partition.memory.METIS_BYTES_PER_EDGE),
+# and hierarchical below.
+AUTO_MULTILEVEL_EDGES = 1 << 24
+
+
+def resolve_method(method: str, num_edges: int) -> str:
+    """The method that runs for ``method`` on a graph of ``num_edges`` stored edges:
+    ``"auto"`` becomes ``"multilevel"`` above :data:`AUTO_MULTILEVEL_EDGES`, else
+    ``"hierarchical"``; every other method is itself."""
+    if method != "auto":
+        return method
+    return "multilevel" if num_edges > AUTO_MULTILEVEL_EDGES else "hierarchical"
 
 
 @dataclass
@@ -32,13 +51,14 @@ class RowAssignment:
     Args:
         row_of_node (torch.Tensor): int64 row of every node, distinct, in
             ``[0, prod(tt_p_shapes))``.
-        method (str): the method that made it, one of :data:`METHODS`.
+        method (str): the method that made it, one of :data:`METHODS` (never ``"auto"``:
+            the method ``"auto"`` chose).
         tt_p_shapes (tuple[int, ...]): row factors :math:`(p_1, \dots, p_d)`.
         num_parts (int, optional): the k of ``metis-flat`` (``None`` for other methods).
         seed (int): the seed it was made with.
         stats (dict): ``seconds`` (time to compute the assignment), ``cache_hit``,
-            ``moved`` (nodes the capacity repair moved, hierarchical only) and the quality
-            figures of :func:`partition.stats.assignment_stats`.
+            ``moved`` (nodes the capacity repair moved, hierarchical and multilevel only)
+            and the quality figures of :func:`partition.stats.assignment_stats`.
 
     Shapes:
         - **row_of_node:** :math:`(N,)`
@@ -100,7 +120,7 @@ def _labels_numpy(labels: torch.Tensor | np.ndarray, num_nodes: int) -> np.ndarr
 
 
 def assign_rows(edge_index: torch.Tensor | CSRGraph, num_nodes: int,
-                tt_p_shapes: Sequence[int], method: str = "hierarchical",
+                tt_p_shapes: Sequence[int], method: str = "auto",
                 num_parts: int | None = None, seed: int = 0,
                 cache_dir: str | Path | None = None,
                 labels: torch.Tensor | np.ndarray | None = None,
@@ -109,16 +129,19 @@ def assign_rows(edge_index: torch.Tensor | CSRGraph, num_nodes: int,
     slices of the leading TT cores (see ``docs/design.md``, section 2).
 
     Methods: ``hierarchical`` (recursive METIS aligned to the digits, capacity-repaired),
-    ``metis-flat`` (one ``num_parts``-way METIS, nodes sorted by part; ``0`` = original
-    order), ``original`` (dataset order), ``random`` (seeded permutation), ``rcm`` (reverse
-    Cuthill-McKee). The graph is symmetrized; self-loops, duplicate edges, isolated nodes and
+    ``multilevel`` (the same digits, every block coarsened by label-propagation clustering
+    before METIS and refined on the way back: peak memory a small multiple of the CSR),
+    ``auto`` (``multilevel`` above :data:`AUTO_MULTILEVEL_EDGES` stored edges, else
+    ``hierarchical``), ``metis-flat`` (one ``num_parts``-way METIS, nodes sorted by part;
+    ``0`` = original order), ``original`` (dataset order), ``random`` (seeded permutation),
+    ``rcm`` (reverse Cuthill-McKee). The graph is symmetrized; self-loops, duplicate edges, isolated nodes and
     disconnected components are fine. Deterministic for a given seed.
 
     Args:
         edge_index (torch.Tensor or CSRGraph): node ids, int ``[2, E]``, or a built graph.
         num_nodes (int): number of nodes ``N``.
         tt_p_shapes (Sequence[int]): row factors with ``prod >= N``, e.g. ``(125, 140, 140)``.
-        method (str): one of :data:`METHODS` (default: ``"hierarchical"``).
+        method (str): one of :data:`METHODS` (default: ``"auto"``).
         num_parts (int, optional): k of ``metis-flat``, in ``[0, N]``; ignored by the other
             methods (default: ``None``).
         seed (int): seed of METIS / the random permutation (default: ``0``).
@@ -141,6 +164,7 @@ def assign_rows(edge_index: torch.Tensor | CSRGraph, num_nodes: int,
     label_array = None if labels is None else _labels_numpy(labels, num_nodes)
     graph = to_csr(edge_index, num_nodes)
     rowptr, col = csr_numpy(graph)
+    method = resolve_method(method, graph.num_edges)
     params = {"method": method, "tt_p_shapes": list(p), "num_parts": num_parts,
               "seed": int(seed), "num_nodes": num_nodes}
 
@@ -155,8 +179,9 @@ def assign_rows(edge_index: torch.Tensor | CSRGraph, num_nodes: int,
     else:
         t0 = time.perf_counter()
         info = {}
-        if method == "hierarchical":
-            rows, info["moved"] = hierarchical_rows(rowptr, col, p, seed, progress=progress)
+        if method in ("hierarchical", "multilevel"):
+            layout = hierarchical_rows if method == "hierarchical" else multilevel_rows
+            rows, info["moved"] = layout(rowptr, col, p, seed, progress=progress)
         elif method == "metis-flat":
             rows = metis_flat_rows(rowptr, col, num_parts, seed)
         elif method == "rcm":

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 from gnn_tt.common.table import format_table
 from gnn_tt.common.io import atomic_write_json
-from partition.assign import METHODS, RowAssignment, assign_rows
+from partition.assign import AUTO_MULTILEVEL_EDGES, METHODS, RowAssignment, assign_rows
 
 
 def _shapes(text: str) -> tuple[int, ...]:
@@ -46,8 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "(e.g. ogbn-products, synthetic-products, npz:PATH)")
     parser.add_argument("--root", default=None, help="directory of downloaded datasets "
                         "(None: $GNN_TT_DATA or ./data)")
-    parser.add_argument("--method", default="hierarchical", choices=METHODS,
-                        help="row layout method")
+    parser.add_argument("--method", default="auto", choices=METHODS,
+                        help="row layout method (auto: multilevel above "
+                             f"{AUTO_MULTILEVEL_EDGES:,} stored edges, else hierarchical)")
     parser.add_argument("--tt-p-shapes", type=_shapes, required=True,
                         help="row factors p1,p2,...; their product must be >= the node count")
     parser.add_argument("--num-parts", type=int, default=None,

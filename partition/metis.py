@@ -6,6 +6,7 @@ import torch
 
 from gnn_tt.common.checks import check_positive_int
 from gnn_tt.data.graph import CSRGraph
+from partition.memory import METIS_BYTES_PER_EDGE, warn_if_short
 
 # METIS' own default load imbalance for k-way partitioning: 1.030 (ufactor 30, per mille).
 DEFAULT_UFACTOR = 30
@@ -36,8 +37,13 @@ def csr_numpy(graph: CSRGraph) -> tuple[np.ndarray, np.ndarray]:
 
 
 def part_graph(rowptr: np.ndarray, col: np.ndarray, num_parts: int, seed: int,
-               ufactor: int = DEFAULT_UFACTOR) -> np.ndarray:
-    r"""k-way METIS partition of a symmetric graph without self-loops.
+               ufactor: int = DEFAULT_UFACTOR, node_weight: np.ndarray | None = None,
+               edge_weight: np.ndarray | None = None, recursive: bool = False,
+               advice: str = "") -> np.ndarray:
+    r"""METIS partition of a symmetric graph without self-loops into ``num_parts`` parts.
+
+    Before a call whose forecast peak (:data:`~partition.memory.METIS_BYTES_PER_EDGE` per
+    stored edge) exceeds the memory available, it warns, naming ``advice``.
 
     Args:
         rowptr (np.ndarray): CSR offsets, shape ``[n + 1]``.
@@ -45,7 +51,16 @@ def part_graph(rowptr: np.ndarray, col: np.ndarray, num_parts: int, seed: int,
         num_parts (int): number of parts ``k >= 1``.
         seed (int): METIS random seed; the result is deterministic for a given seed.
         ufactor (int): allowed load imbalance in per mille: parts hold at most
-            ``(1 + ufactor / 1000) * n / k`` nodes, approximately (default: ``30``).
+            ``(1 + ufactor / 1000) * n / k`` nodes (node weight), approximately
+            (default: ``30``).
+        node_weight (np.ndarray, optional): positive integer weight of every node, ``[n]``
+            (default: ``None``, all 1).
+        edge_weight (np.ndarray, optional): positive integer weight of every stored edge,
+            the same in both directions, ``[nnz]`` (default: ``None``, all 1).
+        recursive (bool): recursive bisection (``METIS_PartGraphRecursive``) instead of
+            the direct k-way scheme (default: ``False``; pymetis itself bisects for
+            ``num_parts <= 8``).
+        advice (str): what to do instead when memory looks short (default: ``""``).
 
     Returns:
         np.ndarray: int64 part of every node, shape ``[n]``, values in ``[0, k)``.
@@ -59,9 +74,16 @@ def part_graph(rowptr: np.ndarray, col: np.ndarray, num_parts: int, seed: int,
     check_positive_int("num_parts", num_parts)
     if num_parts == 1 or n == 0:
         return np.zeros(n, dtype=np.int64)
+    per_edge = METIS_BYTES_PER_EDGE + (8 if edge_weight is not None else 0)
+    warn_if_short(f"METIS on {n:,} nodes and {col.size:,} stored edges", per_edge * col.size,
+                  advice)
     # pymetis is built with 64-bit idx_t: int64 arrays are passed without a copy.
     adjacency = pymetis.CSRAdjacency(np.ascontiguousarray(rowptr, dtype=np.int64),
                                      np.ascontiguousarray(col, dtype=np.int64))
+    weights = {name: np.ascontiguousarray(w, dtype=np.int64)
+               for name, w in (("vweights", node_weight), ("eweights", edge_weight))
+               if w is not None}
     options = pymetis.Options(seed=int(seed), ufactor=int(ufactor))
-    result = pymetis.part_graph(int(num_parts), adjacency, options=options)
+    result = pymetis.part_graph(int(num_parts), adjacency, options=options,
+                                recursive=True if recursive else None, **weights)
     return np.frombuffer(result.vertex_part, dtype=np.int64).copy()

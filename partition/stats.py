@@ -7,12 +7,29 @@ from typing import Any, Sequence
 
 import numpy as np
 
+# Edges per chunk when counting cut edges.
+_CHUNK_EDGES = 1 << 22
+
 
 def _prefixes(rows: np.ndarray, tt_p_shapes: Sequence[int]) -> list[np.ndarray]:
     """Block id of every node at levels 1..d-1: the leading digits ``(i1, ..., il)`` as one
     integer, ``rows // prod(p[l:])``."""
     p = list(tt_p_shapes)
     return [rows // math.prod(p[level:]) for level in range(1, len(p))]
+
+
+def _cut(rowptr: np.ndarray, col: np.ndarray, block: np.ndarray) -> int:
+    """Stored edges whose endpoints lie in different blocks, counted in row ranges of about
+    :data:`_CHUNK_EDGES` edges (the temporaries stay small whatever the graph)."""
+    n = rowptr.size - 1
+    bounds = np.unique(np.r_[np.searchsorted(rowptr, np.arange(0, col.size, _CHUNK_EDGES)), n])
+    cut, s = 0, 0
+    for e in bounds[bounds > 0].tolist():
+        a, b = rowptr[s], rowptr[e]
+        cut += int(np.count_nonzero(np.repeat(block[s:e], np.diff(rowptr[s:e + 1]))
+                                    != block[col[a:b]]))
+        s = e
+    return cut
 
 
 def _purity(block: np.ndarray, labels: np.ndarray) -> float:
@@ -53,12 +70,11 @@ def assignment_stats(rowptr: np.ndarray, col: np.ndarray, rows: np.ndarray,
         levels) and ``purity_i1``.
     """
     num_edges = col.size // 2
-    deg = np.diff(rowptr)
     stats: dict[str, Any] = {"num_edges": int(num_edges), "edge_cut": [], "share": []}
     prefixes = _prefixes(rows, tt_p_shapes)
     for prefix in prefixes:
         # Each undirected edge is stored twice with the same verdict: halve the count.
-        cut = int(np.count_nonzero(np.repeat(prefix, deg) != prefix[col])) // 2
+        cut = _cut(rowptr, col, prefix) // 2
         stats["edge_cut"].append(cut)
         stats["share"].append(1.0 - cut / num_edges if num_edges else float("nan"))
     if prefixes:

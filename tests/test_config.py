@@ -54,7 +54,8 @@ def test_field_kinds_give_the_runtime_and_location_sets():
     (dict(model="gcn"), r"unknown model 'gcn'; valid values: gat, sage"),
     (dict(emb="hash"), r"unknown emb 'hash'; valid values: tt, full, features"),
     (dict(partition="spectral"),
-     r"unknown partition 'spectral'; valid values: hierarchical, metis-flat, original, random, rcm"),
+     r"unknown partition 'spectral'; valid values: auto, hierarchical, metis-flat, multilevel, "
+     r"original, random, rcm"),
     (dict(fanouts=(5, 5)), r"fanouts \(5, 5\) has 2 entries but num_layers=3"),
     (dict(fanouts=(5, 0, 5)), r"each fanout must be >= 1 or -1"),
     (dict(eval_fanouts=(-1,)), r"eval_fanouts \(-1,\) has 1 entries but num_layers=3"),

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from partition import METHODS, RowAssignment, assign_rows
+import partition.assign
+from partition import METHODS, RowAssignment, assign_rows, resolve_method
 from partition.metis import part_graph, to_csr
 from partition.orderings import metis_flat_rows
 
@@ -35,7 +36,7 @@ def test_injective_and_in_range(method, p):
     ei, n = _messy_graph()
     ra = assign_rows(ei, n, p, method=method, num_parts=7, seed=1)
     _check_injective(ra, n, p)
-    assert ra.method == method and ra.tt_p_shapes == tuple(p)
+    assert ra.method == resolve_method(method, 0) and ra.tt_p_shapes == tuple(p)
     assert len(ra.stats["edge_cut"]) == len(p) - 1
 
 
@@ -68,7 +69,8 @@ def test_graph_that_fits_one_block_is_not_cut():
     assert ra.stats["edge_cut"][0] == 0 and ra.stats["share_i1"] == 1.0
 
 
-def _planted(num_comm: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def planted_communities(num_comm: int, size: int, seed: int
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """Dense communities (edge prob. 0.3) joined by a few random edges; ids shuffled."""
     rng = np.random.default_rng(seed)
     comm = np.repeat(np.arange(num_comm), size)
@@ -86,7 +88,7 @@ def _planted(num_comm: int, size: int, seed: int) -> tuple[torch.Tensor, torch.T
 @pytest.mark.parametrize("seed", range(3))
 def test_planted_communities_land_in_one_i1_block(seed):
     p = (6, 8, 8)  # 6 blocks of capacity 64 for 6 communities of 60
-    ei, comm = _planted(6, 60, seed)
+    ei, comm = planted_communities(6, 60, seed)
     ra = assign_rows(ei, 360, p, seed=seed, labels=comm)
     i1 = ra.row_of_node // 64
     for c in range(6):
@@ -95,6 +97,19 @@ def test_planted_communities_land_in_one_i1_block(seed):
     assert ra.stats["purity_i1"] >= 0.95
     rand = assign_rows(ei, 360, p, method="random", seed=seed, labels=comm)
     assert rand.stats["purity_i1"] < 0.6
+
+
+def test_auto_is_hierarchical_up_to_the_edge_threshold_and_multilevel_above(monkeypatch):
+    ei, n = _messy_graph(4)
+    edges = to_csr(ei, n).num_edges
+    assert resolve_method("auto", edges) == "hierarchical"  # far below the threshold
+    assert resolve_method("random", 10**12) == "random"
+    for threshold, method in ((edges, "hierarchical"), (edges - 1, "multilevel")):
+        monkeypatch.setattr(partition.assign, "AUTO_MULTILEVEL_EDGES", threshold)
+        auto = assign_rows(ei, n, (6, 7, 6), method="auto", seed=2)
+        explicit = assign_rows(ei, n, (6, 7, 6), method=method, seed=2)
+        assert auto.method == method
+        assert torch.equal(auto.row_of_node, explicit.row_of_node)
 
 
 def test_cora_hierarchical_shares_far_more_than_random(shared_data):
@@ -169,7 +184,7 @@ def test_errors_name_the_values():
         assign_rows(ei, n, (16, 16), method="metis-flat")
     with pytest.raises(ValueError, match=r"num_parts must lie in \[0, num_nodes = 230\], got 231"):
         assign_rows(ei, n, (16, 16), method="metis-flat", num_parts=231)
-    with pytest.raises(ValueError, match="unknown method 'spectral'; valid: hierarchical"):
+    with pytest.raises(ValueError, match="unknown method 'spectral'; valid: auto, hierarchical"):
         assign_rows(ei, n, (16, 16), method="spectral")
     with pytest.raises(ValueError, match=r"tt_p_shapes must be .* got \(16, 0\)"):
         assign_rows(ei, n, (16, 0))
